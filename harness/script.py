@@ -192,11 +192,33 @@ class BurstConnect:
 
 
 Step: TypeAlias = (
-    Connect | Send | Read | ReadToEof | Pause | ShutdownWrite | Close | Reset | AbortConnect | Flood | BurstConnect
+    Connect
+    | Send
+    | Read
+    | ReadToEof
+    | Pause
+    | ShutdownWrite
+    | Close
+    | Reset
+    | AbortConnect
+    | Flood
+    | BurstConnect
 )
 STEP_TYPES: dict[str, type[Step]] = {
     t.op: t
-    for t in (Connect, Send, Read, ReadToEof, Pause, ShutdownWrite, Close, Reset, AbortConnect, Flood, BurstConnect)
+    for t in (
+        Connect,
+        Send,
+        Read,
+        ReadToEof,
+        Pause,
+        ShutdownWrite,
+        Close,
+        Reset,
+        AbortConnect,
+        Flood,
+        BurstConnect,
+    )
 }
 
 
@@ -234,9 +256,11 @@ class Script:
     # -- JSON ---------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "steps": [step_to_json(s) for s in self.steps], **(
-            {"meta": dict(self.meta)} if self.meta else {}
-        )}
+        return {
+            "version": self.version,
+            "steps": [step_to_json(s) for s in self.steps],
+            **({"meta": dict(self.meta)} if self.meta else {}),
+        }
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1)

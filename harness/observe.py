@@ -1,0 +1,163 @@
+"""Look at the server process from outside: fds, socket states, CPU, memory.
+
+Everything goes through psutil, over the whole process tree, so forking
+servers (socat, ncat, inetd-style) are judged as one server. The one thing
+psutil does not give is a socket's queue sizes; :func:`server_send_queue`
+reads them from the process's own ``/proc/<pid>/net/tcp`` (its namespace's
+table), only after floods, where the evidence is worth the parse.
+
+Cheap first, dear when needed: the fd count is one ``listdir``; the socket
+table (to name sockets stuck in CLOSE_WAIT) is read only when the fd count
+does not come back; the CPU window is measured only when a process of the
+tree is seen running at a moment when it should be asleep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import psutil
+
+from harness.errors import ServerDiedError
+
+POLL_INTERVAL = 0.002
+BUSY_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class SocketInfo:
+    status: str
+    local: str
+    remote: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_seconds: float
+    rss: int
+    fds: int
+
+
+class ServerObserver:
+    """Observes one server process (and its children) by pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self.root = psutil.Process(pid)
+        except psutil.NoSuchProcess as exc:
+            raise ServerDiedError(f"no server process with pid {pid}") from exc
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    @property
+    def alive(self) -> bool:
+        try:
+            return self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def fd_count(self) -> int:
+        total = 0
+        for proc in self.tree():
+            try:
+                total += proc.num_fds()
+            except psutil.Error:
+                continue
+        return total
+
+    def usage(self) -> Usage:
+        cpu = 0.0
+        rss = 0
+        fds = 0
+        for proc in self.tree():
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    cpu += times.user + times.system
+                    rss += proc.memory_info().rss
+                    fds += proc.num_fds()
+            except psutil.Error:
+                continue
+        return Usage(cpu, rss, fds)
+
+    def rss(self) -> int:
+        total = 0
+        for proc in self.tree():
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def sockets(self) -> list[SocketInfo]:
+        found = []
+        for proc in self.tree():
+            try:
+                conns = proc.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            for c in conns:
+                local = f"{c.laddr.ip}:{c.laddr.port}" if c.laddr else "-"
+                remote = f"{c.raddr.ip}:{c.raddr.port}" if c.raddr else "-"
+                found.append(SocketInfo(c.status, local, remote))
+        return found
+
+    def socket_states(self) -> Counter[str]:
+        return Counter(s.status for s in self.sockets())
+
+    def wait_fds(self, baseline: int, timeout: float) -> int:
+        """Poll until the fd count is back to ``baseline``; the last count seen."""
+        deadline = time.monotonic() + timeout
+        count = self.fd_count()
+        while count > baseline and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+            count = self.fd_count()
+        return count
+
+    def looks_busy(self) -> bool:
+        """Is any process of the tree on a CPU (state R) at a moment it should sleep?"""
+        for _ in range(BUSY_SAMPLES):
+            for proc in self.tree():
+                try:
+                    if proc.status() == psutil.STATUS_RUNNING:
+                        return True
+                except psutil.Error:
+                    continue
+        return False
+
+    def cpu_fraction(self, window: float) -> float:
+        """CPU used by the tree over ``window`` seconds, as a fraction of one core."""
+        before = self.usage().cpu_seconds
+        started = time.monotonic()
+        time.sleep(window)
+        after = self.usage().cpu_seconds
+        return (after - before) / max(time.monotonic() - started, 1e-6)
+
+
+def server_send_queue(pid: int, server_port: int, client_port: int) -> int | None:
+    """Bytes in the server socket's send queue for one client, from /proc/<pid>/net/tcp{,6}.
+
+    psutil has no queue sizes. The table is the one of the server's network
+    namespace, so this works inside a private namespace too.
+    """
+    wanted_local = f"{server_port:04X}"
+    wanted_remote = f"{client_port:04X}"
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split()
+                    local, remote, queues = parts[1], parts[2], parts[4]
+                    if local.endswith(":" + wanted_local) and remote.endswith(":" + wanted_remote):
+                        return int(queues.split(":")[0], 16)
+        except OSError:
+            return None
+    return None

@@ -1,0 +1,103 @@
+"""The properties, by their stable names, and the pure part of judging them.
+
+Every report, reproducer and exception uses these names. The transcript half
+of the judgement (:func:`judge_transcript`) is pure: it reads the oracle and
+the executor's events. The process half (cleanup, idle CPU, memory,
+survival) needs the live server and lives in :mod:`harness.checker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from harness import executor as ex
+from harness.executor import Transcript
+from harness.oracle import ECHO_COMPLETE, ECHO_EXACT, HALF_CLOSE, NO_CROSSTALK
+
+CLEANUP = "cleanup"
+SURVIVES = "survives"
+IDLE_CPU = "idle-cpu"
+BOUNDED_MEMORY = "bounded-memory"
+NO_HOL_BLOCKING = "no-head-of-line-blocking"
+ACCEPT_ROBUST = "accept-robust"
+
+PROPERTIES: dict[str, str] = {
+    ECHO_EXACT: "every byte received is the byte sent at that position, nothing extra",
+    ECHO_COMPLETE: "everything sent comes back within the stall deadline once the client reads",
+    HALF_CLOSE: "after the client's SHUT_WR the server echoes everything, then closes with FIN, not RST",
+    NO_CROSSTALK: "no connection receives bytes another connection sent",
+    CLEANUP: "after connections end, the server's fd count returns to its baseline; nothing in CLOSE_WAIT",
+    SURVIVES: "the server stays alive and serves a fresh connection after every script",
+    IDLE_CPU: "with no traffic the server does not spin (CPU near zero)",
+    BOUNDED_MEMORY: "the server's RSS growth while clients flood without reading stays under the bound",
+    NO_HOL_BLOCKING: "while one client does not read, the others are still served",
+    ACCEPT_ROBUST: "bursts of connects are served; aborted connects and fd exhaustion neither kill nor spin",
+}
+
+# When one script breaks several properties, the first of this order is the
+# one raised (the others are reported with it): a dead server explains
+# everything after it; wrong bytes matter more than missing ones.
+PRIORITY = (
+    SURVIVES,
+    ECHO_EXACT,
+    NO_CROSSTALK,
+    NO_HOL_BLOCKING,
+    ECHO_COMPLETE,
+    HALF_CLOSE,
+    ACCEPT_ROBUST,
+    CLEANUP,
+    IDLE_CPU,
+    BOUNDED_MEMORY,
+)
+assert set(PRIORITY) == set(PROPERTIES)
+
+_EVENT_PROPERTY = {
+    ex.READ_STALLED: ECHO_COMPLETE,
+    ex.HOL_STALLED: NO_HOL_BLOCKING,
+    ex.SEND_FAILED: ECHO_COMPLETE,
+    ex.EOF_MISSING: HALF_CLOSE,
+    ex.BURST_FAILED: ACCEPT_ROBUST,
+    ex.CONNECT_FAILED: ACCEPT_ROBUST,
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    property_name: str
+    message: str
+    step: int | None = None
+    conn: Hashable | None = None
+
+    def describe(self) -> str:
+        where = []
+        if self.conn is not None:
+            where.append(f"connection {self.conn}")
+        if self.step is not None:
+            where.append(
+                "at the end of the script" if self.step == ex.SETTLE_STEP else f"after step {self.step}"
+            )
+        suffix = f" ({', '.join(where)})" if where else ""
+        return f"{self.message}{suffix}"
+
+
+def judge_transcript(transcript: Transcript) -> list[Violation]:
+    """Violations visible in the transcript alone, one per connection and property at most."""
+    found: list[Violation] = []
+    seen: set[tuple[str, Hashable | None]] = set()
+    for problem in transcript.oracle.problems():
+        seen.add((problem.property_name, problem.conn))
+        found.append(Violation(problem.property_name, problem.message, None, problem.conn))
+    for event in transcript.events:
+        prop = _EVENT_PROPERTY.get(event.kind)
+        if prop is None or (prop, event.conn) in seen:
+            continue
+        if event.conn is not None and transcript.oracle.problem(event.conn) is not None:
+            continue  # the oracle's verdict on this connection says it first
+        seen.add((prop, event.conn))
+        found.append(Violation(prop, event.detail, event.step, event.conn))
+    return found
+
+
+def primary(violations: list[Violation]) -> Violation:
+    return min(violations, key=lambda v: PRIORITY.index(v.property_name))
