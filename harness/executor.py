@@ -440,6 +440,8 @@ class Executor:
         """Read until ``done(client)``; False (and an event) when the server stalls."""
         sel = selectors.DefaultSelector()
         sel.register(client.sock, selectors.EVENT_READ)
+        since_pause = 0
+        paced = 0.0
         try:
             started = last_progress = time.monotonic()
             while not done(client):
@@ -469,11 +471,18 @@ class Executor:
                     return False
                 if not sel.select(min(0.1, self.limits.stall_timeout)):
                     continue
+                before = self.oracle.received_count(client.conn)
                 if not self._recv_once(client, chunk):
                     return done(client)
                 last_progress = time.monotonic()
-                if pace_ms:
+                # A slow reader pauses after each ``chunk`` bytes, not after
+                # each recv(): with a small SO_RCVBUF one recv returns a few
+                # KiB, and pausing after each would make a flood last minutes.
+                since_pause += self.oracle.received_count(client.conn) - before
+                if pace_ms and since_pause >= (chunk or 1) and paced < self.limits.pace_budget:
                     time.sleep(pace_ms / 1000)
+                    paced += pace_ms / 1000
+                    since_pause = 0
             return True
         finally:
             sel.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from harness import executor as ex
 from harness.executor import Transcript
 from harness.oracle import ECHO_COMPLETE, ECHO_EXACT, HALF_CLOSE, NO_CROSSTALK
+from harness.script import AbortConnect, BurstConnect, Flood, Script, ShutdownWrite
 
 CLEANUP = "cleanup"
 SURVIVES = "survives"
@@ -101,3 +102,23 @@ def judge_transcript(transcript: Transcript) -> list[Violation]:
 
 def primary(violations: list[Violation]) -> Violation:
     return min(violations, key=lambda v: PRIORITY.index(v.property_name))
+
+
+def exercised(script: Script) -> set[str]:
+    """The properties a script puts to the test (the per-property example counts of a report)."""
+    steps = script.steps
+    connections = len(script.connection_ids)
+    bursts = any(isinstance(s, BurstConnect) for s in steps)
+    floods = any(isinstance(s, Flood) for s in steps)
+    found = {ECHO_EXACT, ECHO_COMPLETE, SURVIVES, CLEANUP, IDLE_CPU}
+    if any(isinstance(s, ShutdownWrite) for s in steps):
+        found.add(HALF_CLOSE)
+    if connections >= 2 or bursts:
+        found.add(NO_CROSSTALK)
+    if floods:
+        found.add(BOUNDED_MEMORY)
+        if connections >= 2:
+            found.add(NO_HOL_BLOCKING)
+    if bursts or any(isinstance(s, AbortConnect) for s in steps):
+        found.add(ACCEPT_ROBUST)
+    return found

@@ -1,0 +1,354 @@
+"""The ``epoll-harness`` command: ``check`` a server, ``replay`` a reproducer, list ``properties``.
+
+Exit status: 0 every property held; 1 a property was violated (or a replayed
+reproducer still fails); 2 a usage error, or the server could not be
+started; 130 interrupted. No server process outlives the command, whatever
+the way it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness import __version__
+from harness.errors import HarnessError, ScriptError, ServerStartError, UsageError
+from harness.limits import DEFAULT_LIMITS, MIB, Limits
+from harness.process import ServerCommand, reference_command
+from harness.properties import PROPERTIES
+from harness.report import Reproducer, RunReport
+from harness.runner import (
+    DEFAULT_MAX_EXAMPLES,
+    DEFAULT_SHRINK_BUDGET,
+    DEFAULT_TIME_BUDGET,
+    CheckConfig,
+    replay,
+    run_check,
+)
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Property-based tests for TCP echo servers (epoll or not): Hypothesis draws
+client scripts (fragmented writes, half-closes, resets, slow readers, floods,
+bursts of connects), the harness plays them against the server and checks
+byte-exact echoes and the cleanup after every connection. A violation is
+shrunk to a minimal script and saved as a reproducer.
+"""
+
+CHECK_EPILOG = """\
+The server command is a template: {port} is replaced by a free port the
+harness chooses (and {host} by 127.0.0.1); without {port} the server must
+print a line 'LISTENING host:port' once it accepts connections.
+
+examples:
+  epoll-harness check                                   # the bundled reference server
+  epoll-harness check --server './my_server --port {port}'
+  epoll-harness check --server 'socat TCP-LISTEN:{port},bind={host},reuseaddr,fork EXEC:cat'
+  epoll-harness check --attach 127.0.0.1:9000 --pid 4242
+
+exit status: 0 all properties held, 1 a property was violated, 2 usage error
+or the server could not start.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {value}")
+    return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="epoll-harness", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"epoll-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    check = sub.add_parser(
+        "check",
+        help="run every property against a server",
+        description="Run every property against a server and report violations with minimal reproducers.",
+        epilog=CHECK_EPILOG,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    target = check.add_argument_group("the server")
+    target.add_argument(
+        "--server",
+        metavar="CMD",
+        help="server command template (default: the bundled reference server, level-triggered)",
+    )
+    target.add_argument(
+        "--attach", type=_host_port, metavar="HOST:PORT", help="test a server that is already running"
+    )
+    target.add_argument(
+        "--pid",
+        type=_positive_int,
+        help="with --attach: the server's pid, to check cleanup, idle CPU, memory",
+    )
+    target.add_argument(
+        "--allow-remote", action="store_true", help="with --attach: allow a target outside loopback"
+    )
+    search = check.add_argument_group("the search")
+    search.add_argument(
+        "--max-examples",
+        type=_positive_int,
+        default=DEFAULT_MAX_EXAMPLES,
+        metavar="N",
+        help=f"scripts to try at most (default {DEFAULT_MAX_EXAMPLES})",
+    )
+    search.add_argument(
+        "--time-budget",
+        type=_seconds,
+        default=DEFAULT_TIME_BUDGET,
+        metavar="SECONDS",
+        help=f"stop searching after this long (default {DEFAULT_TIME_BUDGET:.0f})",
+    )
+    search.add_argument(
+        "--shrink-budget",
+        type=_seconds,
+        default=DEFAULT_SHRINK_BUDGET,
+        metavar="SECONDS",
+        help=f"extra time to shrink a violation (default {DEFAULT_SHRINK_BUDGET:.0f})",
+    )
+    search.add_argument("--seed", type=int, help="Hypothesis seed, for a run that draws the same scripts")
+    search.add_argument(
+        "--scripts",
+        choices=("full", "short"),
+        default="full",
+        help="full: every fault (default); short: no floods and no deliberate delays",
+    )
+    search.add_argument(
+        "--no-scenarios", action="store_true", help="skip the fd-exhaustion scenario (RLIMIT_NOFILE)"
+    )
+    search.add_argument(
+        "--no-database", action="store_true", help="do not replay or save failures in .hypothesis/"
+    )
+    bounds = check.add_argument_group("deadlines and bounds")
+    bounds.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=DEFAULT_LIMITS.stall_timeout,
+        metavar="S",
+        help=f"no progress for this long is a stall (default {DEFAULT_LIMITS.stall_timeout})",
+    )
+    bounds.add_argument(
+        "--cleanup-timeout",
+        type=_seconds,
+        default=DEFAULT_LIMITS.cleanup_timeout,
+        metavar="S",
+        help=f"time for fds to return to the baseline (default {DEFAULT_LIMITS.cleanup_timeout})",
+    )
+    bounds.add_argument(
+        "--memory-bound",
+        type=_seconds,
+        default=DEFAULT_LIMITS.memory_bound / MIB,
+        metavar="MIB",
+        help=f"allowed RSS growth per script, MiB (default {DEFAULT_LIMITS.memory_bound // MIB})",
+    )
+    bounds.add_argument(
+        "--idle-cpu",
+        type=float,
+        default=DEFAULT_LIMITS.idle_cpu_fraction,
+        metavar="FRACTION",
+        help="idle CPU above this fraction of a core is a busy loop "
+        f"(default {DEFAULT_LIMITS.idle_cpu_fraction})",
+    )
+    output = check.add_argument_group("output")
+    output.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report here")
+    output.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("epoll-harness-artifacts"),
+        metavar="DIR",
+        help="where reproducers go (default ./epoll-harness-artifacts)",
+    )
+    output.add_argument("--quiet", action="store_true", help="no progress display")
+
+    rep = sub.add_parser(
+        "replay",
+        help="run one reproducer again",
+        description="Run a saved reproducer again. Exit 1 if it still fails, 0 if it passes.",
+    )
+    rep.add_argument("reproducer", type=Path, help="a repro-*.json file written by check")
+    rep.add_argument("--server", metavar="CMD", help="server command (default: the one recorded)")
+
+    sub.add_parser("properties", help="list the properties and what each checks")
+    return parser
+
+
+def _limits(ns: argparse.Namespace) -> Limits:
+    return DEFAULT_LIMITS.with_(
+        stall_timeout=ns.stall_timeout,
+        cleanup_timeout=ns.cleanup_timeout,
+        memory_bound=int(ns.memory_bound * MIB),
+        idle_cpu_fraction=ns.idle_cpu,
+    )
+
+
+def _check_config(ns: argparse.Namespace) -> CheckConfig:
+    if ns.attach is not None and ns.server is not None:
+        raise UsageError("give either --server or --attach, not both")
+    if ns.pid is not None and ns.attach is None:
+        raise UsageError("--pid goes with --attach (a server started with --server is observed already)")
+    if ns.attach is not None and not ns.allow_remote:
+        host = ns.attach[0]
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise UsageError(
+                f"{host} is not a loopback address; floods and resets are meant for servers you own. "
+                "Add --allow-remote if this one is yours."
+            )
+    command = None
+    if ns.attach is None:
+        command = ns.server if ns.server is not None else reference_command("lt")
+        ServerCommand(command)  # raises UsageError on a bad template
+    return CheckConfig(
+        server_command=command,
+        attach=ns.attach,
+        pid=ns.pid,
+        max_examples=ns.max_examples,
+        time_budget=ns.time_budget,
+        shrink_budget=ns.shrink_budget,
+        seed=ns.seed,
+        limits=_limits(ns),
+        artifacts=ns.artifacts,
+        database=None if ns.no_database else Path(".hypothesis") / "epoll-harness",
+        scenarios=not ns.no_scenarios and ns.attach is None,
+    )
+
+
+def _strategy(kind: str):  # type: ignore[no-untyped-def]
+    from strategies import scripts, short_scripts
+
+    return short_scripts() if kind == "short" else scripts()
+
+
+def _print_report(console: Console, report: RunReport) -> None:
+    console.print(f"server: {report.server_command}")
+    console.print(
+        f"{report.examples} scripts in {report.seconds:.1f} s, server restarts: {report.restarts}"
+        + (f", seed {report.seed}" if report.seed is not None else "")
+    )
+    for name, stats in report.properties.items():
+        if stats.skipped:
+            status = f"[yellow]skipped[/] ({stats.skipped})"
+        elif stats.violations:
+            status = "[red]VIOLATED[/]"
+        else:
+            status = "[green]ok[/]"
+        console.print(f"  {name:<26} {stats.examples:>5} examples  {status}", highlight=False)
+    for v in report.violations:
+        console.print(f"\n[red]{v.property_name}[/]: {v.message}", highlight=False)
+        if v.reproducer:
+            size = f" ({v.steps} steps, {v.bytes_sent} bytes)" if v.steps is not None else ""
+            console.print(f"  reproducer{size}: {v.reproducer}", highlight=False)
+            console.print(f"  replay with: epoll-harness replay {v.reproducer}", highlight=False)
+
+
+def _run_check(ns: argparse.Namespace, console: Console) -> int:
+    config = _check_config(ns)
+    show_progress = not ns.quiet and console.is_terminal
+    if show_progress:
+        with Progress(
+            TextColumn("checking"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("scripts"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("check", total=config.max_examples)
+            report = run_check(
+                config, _strategy(ns.scripts), progress=lambda r: bar.update(task, completed=r.examples)
+            )
+    else:
+        report = run_check(config, _strategy(ns.scripts))
+    if ns.report is not None:
+        report.save(ns.report)
+    _print_report(Console(highlight=False), report)
+    if ns.report is not None:
+        print(f"report: {ns.report}")
+    return EXIT_OK if report.ok else EXIT_VIOLATION
+
+
+def _run_replay(ns: argparse.Namespace) -> int:
+    repro = Reproducer.load(ns.reproducer)
+    if ns.server is not None:
+        ServerCommand(ns.server)
+    violations = replay(repro, ns.server)
+    server = ns.server or repro.server_command
+    if not violations:
+        print(f"passed: {repro.property_name} held this time against {server}")
+        return EXIT_OK
+    for v in violations:
+        print(f"{v.property_name}: {v.describe()}")
+    return EXIT_VIOLATION
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        if ns.command == "check":
+            return _run_check(ns, console)
+        if ns.command == "replay":
+            return _run_replay(ns)
+        for name, text in PROPERTIES.items():
+            print(f"{name:<26} {text}")
+        return EXIT_OK
+    except (UsageError, ScriptError, ServerStartError) as exc:
+        print(f"epoll-harness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HarnessError as exc:
+        print(f"epoll-harness: error: {exc}", file=sys.stderr)
+        return EXIT_VIOLATION
+    except KeyboardInterrupt:
+        print("epoll-harness: interrupted; every server it started has been stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Reproducers and the run report: what a failed run leaves behind.
+
+A reproducer is one JSON file with everything needed to see the failure
+again: the property, the message, the server command, the seed, the limits,
+and the shrunk script (or the fixed scenario). ``epoll-harness replay FILE``
+runs it. ``report.json`` records the whole run, per property.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.errors import ScriptError, UsageError
+from harness.limits import Limits
+from harness.properties import PROPERTIES
+from harness.scenarios import Scenario
+from harness.script import Script
+
+REPRO_FORMAT = "epoll-harness-reproducer/1"
+
+
+@dataclass(frozen=True)
+class Reproducer:
+    property_name: str
+    message: str
+    server_command: str | None
+    seed: int | None
+    limits: Limits
+    script: Script | None = None
+    scenario: Scenario | None = None
+    also: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": REPRO_FORMAT,
+            "harness_version": __version__,
+            "property": self.property_name,
+            "message": self.message,
+            "also_violated": list(self.also),
+            "server_command": self.server_command,
+            "seed": self.seed,
+            "limits": asdict(self.limits),
+            "script": self.script.to_json() if self.script is not None else None,
+            "scenario": self.scenario.to_json() if self.scenario is not None else None,
+        }
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"repro-{self.property_name}.json"
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Reproducer:
+        try:
+            obj = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read the reproducer {os.fspath(path)!r}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise ScriptError(f"{os.fspath(path)!r} is not JSON: {exc}") from exc
+        if not isinstance(obj, dict) or obj.get("format") != REPRO_FORMAT:
+            raise ScriptError(
+                f"{os.fspath(path)!r} is not an epoll-harness reproducer (format {REPRO_FORMAT})"
+            )
+        known = set(Limits.__dataclass_fields__)
+        limits = Limits(**{k: v for k, v in (obj.get("limits") or {}).items() if k in known})
+        return cls(
+            property_name=obj["property"],
+            message=obj.get("message", ""),
+            server_command=obj.get("server_command"),
+            seed=obj.get("seed"),
+            limits=limits,
+            script=Script.from_json(obj["script"]) if obj.get("script") else None,
+            scenario=Scenario.from_json(obj["scenario"]) if obj.get("scenario") else None,
+            also=tuple(obj.get("also_violated", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ViolationRecord:
+    property_name: str
+    message: str
+    reproducer: str | None
+    steps: int | None = None  # size of the shrunk script
+    bytes_sent: int | None = None
+    flaky: bool = False
+    seconds_to_find: float | None = None
+
+
+@dataclass
+class PropertyStats:
+    examples: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None  # why, when the property could not be checked
+    violations: list[ViolationRecord] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    server_command: str
+    seed: int | None
+    examples: int = 0
+    seconds: float = 0.0
+    restarts: int = 0
+    evidence: dict[str, int] = field(default_factory=dict)
+    properties: dict[str, PropertyStats] = field(
+        default_factory=lambda: {p: PropertyStats() for p in PROPERTIES}
+    )
+
+    @property
+    def violations(self) -> list[ViolationRecord]:
+        return [v for stats in self.properties.values() for v in stats.violations]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "harness_version": __version__,
+            "server_command": self.server_command,
+            "seed": self.seed,
+            "examples": self.examples,
+            "seconds": round(self.seconds, 3),
+            "server_restarts": self.restarts,
+            "evidence": dict(sorted(self.evidence.items())),
+            "ok": self.ok,
+            "properties": {
+                name: {
+                    "description": PROPERTIES[name],
+                    "examples": stats.examples,
+                    "seconds": round(stats.seconds, 3),
+                    "skipped": stats.skipped,
+                    "violations": [asdict(v) for v in stats.violations],
+                }
+                for name, stats in self.properties.items()
+            },
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "server"

@@ -1,0 +1,263 @@
+"""``check``: every property, against one server, driven by Hypothesis.
+
+One Hypothesis run draws scripts; each example runs through the
+:class:`~harness.checker.Checker`, which judges every property at once.
+A violated property raises its own exception type, so Hypothesis keeps the
+distinct bugs apart, shrinks each to a minimal script, and replays each
+minimal script last: the last failing script recorded for a property is its
+reproducer.
+
+Budgets: ``max_examples`` bounds the search and ``time_budget`` bounds its
+wall-clock time (once spent, examples are no longer run). Shrinking a found
+bug gets ``shrink_budget`` seconds more; past that the smallest failing
+script found so far is reported as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, event, given, settings, target
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import Flaky
+
+from harness.checker import Checker, Outcome
+from harness.errors import PropertyViolation, violation_type
+from harness.limits import DEFAULT_LIMITS, Limits
+from harness.process import ServerProcess
+from harness.properties import (
+    ACCEPT_ROBUST,
+    BOUNDED_MEMORY,
+    CLEANUP,
+    IDLE_CPU,
+    SURVIVES,
+    Violation,
+    exercised,
+    primary,
+)
+from harness.report import Reproducer, RunReport, ViolationRecord
+from harness.scenarios import fd_exhaustion_scenario, run_scenario
+from harness.script import Script
+
+DEFAULT_MAX_EXAMPLES = 200
+DEFAULT_TIME_BUDGET = 60.0
+DEFAULT_SHRINK_BUDGET = 60.0
+PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
+
+
+class _BudgetSpent(BaseException):
+    """Stops Hypothesis (it lets BaseExceptions through) when shrinking takes too long."""
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    server_command: str | None
+    attach: tuple[str, int] | None = None
+    pid: int | None = None
+    max_examples: int = DEFAULT_MAX_EXAMPLES
+    time_budget: float = DEFAULT_TIME_BUDGET
+    shrink_budget: float = DEFAULT_SHRINK_BUDGET
+    seed: int | None = None
+    limits: Limits = DEFAULT_LIMITS
+    artifacts: Path = Path("epoll-harness-artifacts")
+    database: Path | None = Path(".hypothesis") / "epoll-harness"
+    scenarios: bool = True
+
+    @property
+    def described_server(self) -> str:
+        if self.server_command is not None:
+            return self.server_command
+        assert self.attach is not None
+        return f"attached to {self.attach[0]}:{self.attach[1]}" + (f" (pid {self.pid})" if self.pid else "")
+
+
+@dataclass
+class _Failure:
+    script: Script
+    violation: Violation
+    all_violations: list[Violation]
+    found_after: float
+
+
+@dataclass
+class _RunState:
+    started: float
+    failures: dict[str, _Failure] = field(default_factory=dict)
+    first_found: dict[str, float] = field(default_factory=dict)
+    evidence: Counter[str] = field(default_factory=Counter)
+
+
+Progress = Callable[[RunReport], None]
+
+
+def default_strategy() -> st.SearchStrategy[Script]:
+    from strategies import scripts
+
+    return scripts()
+
+
+def run_check(
+    config: CheckConfig,
+    strategy: st.SearchStrategy[Script] | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run every property against the configured server; never leaves a server running."""
+    report = RunReport(config.described_server, config.seed)
+    if config.attach is not None:
+        checker = Checker(address=config.attach, pid=config.pid, limits=config.limits)
+        if config.pid is None:
+            for name in PROCESS_PROPERTIES:
+                report.properties[name].skipped = "needs --pid to observe the server process"
+    else:
+        assert config.server_command is not None
+        checker = Checker(ServerProcess(config.server_command), limits=config.limits)
+    state = _RunState(time.monotonic())
+    try:
+        checker.start()
+        _run_hypothesis(
+            config, checker, strategy if strategy is not None else default_strategy(), report, state, progress
+        )
+    finally:
+        checker.stop()
+    report.restarts = checker.restarts
+    report.evidence = dict(state.evidence)
+    _record_failures(config, report, state)
+    if config.scenarios:
+        _run_scenarios(config, report)
+    report.seconds = time.monotonic() - state.started
+    return report
+
+
+def _run_hypothesis(
+    config: CheckConfig,
+    checker: Checker,
+    strategy: st.SearchStrategy[Script],
+    report: RunReport,
+    state: _RunState,
+    progress: Progress | None,
+) -> None:
+    search_deadline = state.started + config.time_budget
+
+    def one_example(script: Script) -> None:
+        now = time.monotonic()
+        if not state.failures and now > search_deadline:
+            return  # the search budget is spent: let Hypothesis run out of examples
+        if state.failures and now > search_deadline + config.shrink_budget:
+            raise _BudgetSpent
+        outcome = checker.check(script)
+        _count(report, outcome)
+        for what in outcome.evidence:
+            event(what)
+            state.evidence[what] += 1
+        target(float(outcome.transcript.max_pending), label="bytes pending in the server")
+        if progress is not None:
+            progress(report)
+        if outcome.violations:
+            worst = primary(outcome.violations)
+            state.first_found.setdefault(worst.property_name, time.monotonic() - state.started)
+            state.failures[worst.property_name] = _Failure(
+                script, worst, outcome.violations, time.monotonic() - state.started
+            )
+            also = sorted({v.property_name for v in outcome.violations} - {worst.property_name})
+            message = worst.describe() + (f" [also violated: {', '.join(also)}]" if also else "")
+            raise violation_type(worst.property_name)(message)
+
+    database = DirectoryBasedExampleDatabase(str(config.database)) if config.database else None
+    test = settings(
+        max_examples=config.max_examples,
+        deadline=None,
+        database=database,
+        derandomize=False,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=True,
+        print_blob=False,
+    )(given(strategy)(one_example))
+    if config.seed is not None:
+        test = hypothesis_seed(config.seed)(test)
+    try:
+        test()
+    except _BudgetSpent:
+        pass
+    except (PropertyViolation, Flaky, BaseExceptionGroup):
+        pass  # every failure is in state.failures, with its script
+
+
+def _count(report: RunReport, outcome: Outcome) -> None:
+    report.examples += 1
+    for name in exercised(outcome.script):
+        stats = report.properties[name]
+        if stats.skipped is None:
+            stats.examples += 1
+            stats.seconds += outcome.seconds
+
+
+def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -> None:
+    for name, failure in state.failures.items():
+        also = tuple(sorted({v.property_name for v in failure.all_violations} - {name}))
+        repro = Reproducer(
+            property_name=name,
+            message=failure.violation.describe(),
+            server_command=config.server_command,
+            seed=config.seed,
+            limits=config.limits,
+            script=failure.script,
+            also=also,
+        )
+        path = repro.save(config.artifacts)
+        report.properties[name].violations.append(
+            ViolationRecord(
+                name,
+                failure.violation.describe(),
+                str(path),
+                steps=len(failure.script),
+                bytes_sent=failure.script.bytes_sent,
+                seconds_to_find=round(state.first_found.get(name, failure.found_after), 3),
+            )
+        )
+
+
+def _run_scenarios(config: CheckConfig, report: RunReport) -> None:
+    if config.server_command is None:
+        return  # an attached server's RLIMIT_NOFILE is not ours to set
+    scenario = fd_exhaustion_scenario(config.limits)
+    started = time.monotonic()
+    violation = run_scenario(config.server_command, scenario, config.limits)
+    stats = report.properties[ACCEPT_ROBUST]
+    stats.examples += 1
+    stats.seconds += time.monotonic() - started
+    if violation is not None and not stats.violations:
+        repro = Reproducer(
+            ACCEPT_ROBUST,
+            violation.describe(),
+            config.server_command,
+            config.seed,
+            config.limits,
+            scenario=scenario,
+        )
+        path = repro.save(config.artifacts)
+        stats.violations.append(ViolationRecord(ACCEPT_ROBUST, violation.describe(), str(path)))
+
+
+def replay(repro: Reproducer, server_command: str | None, limits: Limits | None = None) -> list[Violation]:
+    """Run one reproducer again; the violations seen (empty: it passed this time)."""
+    command = server_command or repro.server_command
+    if command is None:
+        from harness.errors import UsageError
+
+        raise UsageError(
+            "this reproducer was recorded against an attached server: give --server CMD to replay it"
+        )
+    limits = limits or repro.limits
+    if repro.scenario is not None:
+        violation = run_scenario(command, repro.scenario, limits)
+        return [] if violation is None else [violation]
+    assert repro.script is not None
+    with Checker(ServerProcess(command), limits=limits) as checker:
+        return checker.check(repro.script).violations
