@@ -1,0 +1,45 @@
+"""Mutant: accepted sockets are left blocking.
+
+The bug: :meth:`add_connection` does not make the accepted socket
+non-blocking (accept() does not inherit O_NONBLOCK from the listener on
+Linux). As long as every client reads, nothing shows; but when one client
+stops reading, the server's ``send()`` to it blocks once its send buffer is
+full, and the single-threaded loop — every other client with it — freezes.
+
+Caught by **no-head-of-line-blocking**: one client that does not read must
+not delay the echo to another.
+
+Real world: ``accept()`` instead of ``accept4(..., SOCK_NONBLOCK)`` with the
+``fcntl(O_NONBLOCK)`` forgotten, on the assumption that the flag is inherited.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import EPOLLIN, Connection, ReferenceServer
+
+BUG = "accepted sockets stay blocking: one client that stops reading freezes the whole server in send()"
+EXPECTED_PROPERTY = "no-head-of-line-blocking"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "accept() without SOCK_NONBLOCK or fcntl(O_NONBLOCK), assuming the listener's flag is inherited"
+
+
+class BlockingAcceptedServer(ReferenceServer):
+    def add_connection(self, sock: socket.socket) -> None:
+        sock.setblocking(True)  # BUG: what forgetting setblocking(False) amounts to
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(sock)
+        conn.mask = EPOLLIN | self.trigger
+        self.epoll.register(conn.fd, conn.mask)
+        self.connections[conn.fd] = conn
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("blocking_accepted", BlockingAcceptedServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

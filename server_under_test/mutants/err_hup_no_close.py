@@ -1,0 +1,43 @@
+"""Mutant: EPOLLERR/EPOLLHUP are handled without closing the fd.
+
+The bug: :meth:`connection_event` notices EPOLLERR or EPOLLHUP (a reset, or
+both directions shut) and returns without closing. The fd stays registered;
+epoll reports EPOLLHUP whatever the mask, so a level-triggered loop spins, and
+the descriptor is never released.
+
+Caught by **cleanup**: after a client resets, the server's descriptor count
+does not come back down (also **idle-cpu**).
+
+Real world: ``if (ev & (EPOLLERR | EPOLLHUP)) { perror("epoll"); continue; }``
+— the error is logged and the ``close(fd)`` forgotten.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import EPOLL_GONE, EPOLLIN, EPOLLOUT, Connection, ReferenceServer
+
+BUG = "EPOLLERR/EPOLLHUP are noticed but the fd is not closed: it leaks and LT epoll spins on it"
+EXPECTED_PROPERTY = "cleanup"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "if (ev & (EPOLLERR|EPOLLHUP)) { perror(...); continue; } with the close(fd) forgotten"
+
+
+class ErrHupNoCloseServer(ReferenceServer):
+    def connection_event(self, conn: Connection, mask: int) -> None:
+        if mask & EPOLL_GONE:
+            return  # BUG: the connection is over, but the fd is neither closed nor unregistered
+        if mask & EPOLLOUT and not self.flush(conn):
+            return
+        if mask & EPOLLIN and conn.reading and not conn.eof:
+            self.read_ready(conn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("err_hup_no_close", ErrHupNoCloseServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Mutant: in edge-triggered mode, only one connection is accepted per listener event.
+
+The bug: :meth:`accept_ready` calls ``accept()`` once per event instead of
+until EAGAIN. With EPOLLET, a burst of connects that queue up between two
+``epoll_wait`` calls raises one edge: one connection is accepted, the rest
+sit in the backlog until some later connect raises another edge — for the
+last clients of a burst, never.
+
+Caught by **accept-robust** (in ``et`` mode): every client of a burst of
+connects must be served promptly.
+
+Real world: the level-triggered "one accept per wakeup" idiom kept after
+switching the listener to EPOLLET.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import ACCEPT_EXHAUSTED, ACCEPT_SKIP, ReferenceServer
+
+BUG = "one accept() per listener event in edge-triggered mode: the rest of a burst waits in the backlog"
+EXPECTED_PROPERTY = "accept-robust"
+DEFAULT_MODE = "et"
+REAL_WORLD = "one accept() per wakeup, fine level-triggered, kept after switching the listener to EPOLLET"
+
+
+class EtAcceptOneServer(ReferenceServer):
+    def accept_ready(self) -> None:
+        if not self.accepting:
+            return
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+            self._pause_accepting()
+            return
+        # BUG: a single accept(), not a loop until EAGAIN
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in ACCEPT_SKIP:
+                return
+            if exc.errno in ACCEPT_EXHAUSTED:
+                self._pause_accepting()
+                return
+            raise
+        self.add_connection(sock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("et_accept_one", EtAcceptOneServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

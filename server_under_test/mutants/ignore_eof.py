@@ -1,0 +1,58 @@
+"""Mutant: EOF from ``recv()`` is ignored.
+
+The bug: :meth:`read_ready` treats ``recv()`` returning ``b""`` like "nothing
+to read" instead of the peer's FIN. The fd stays registered for EPOLLIN,
+which level-triggered epoll reports again at once, forever: the loop spins at
+100 % CPU, the socket sits in CLOSE_WAIT, the fd is never closed and a
+half-closing client never gets EOF.
+
+Caught by **cleanup** (the closed client's fd stays open in the server; also
+**idle-cpu** and **half-close**).
+
+Real world: ``if (n > 0) { ... }`` with no ``else if (n == 0) close(fd);`` —
+the tutorial server this project started from has exactly this bug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import HIGH_WATER, Connection, ReferenceServer
+
+BUG = "EOF (recv() returning b'') is ignored: LT spin, fd never closed, socket left in CLOSE_WAIT"
+EXPECTED_PROPERTY = "cleanup"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "only the n > 0 case of recv() is handled; n == 0 falls through as 'nothing yet'"
+
+
+class IgnoreEofServer(ReferenceServer):
+    def read_ready(self, conn: Connection) -> None:
+        recv_into = conn.sock.recv_into
+        scratch_view = self.scratch_view
+        while True:
+            try:
+                n = recv_into(self.scratch)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close_connection(conn)
+                return
+            if n == 0:
+                break  # BUG: the peer's FIN is taken for "nothing to read yet"
+            if not self.echo(conn, scratch_view[:n]):
+                return
+            if len(conn.out) > HIGH_WATER:
+                conn.reading = False
+                break
+            if not self.edge_triggered:
+                break
+        self.update_interest(conn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("ignore_eof", IgnoreEofServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Mutant: ``send()``'s return value is ignored, so the unsent rest is lost.
+
+The bug: :meth:`echo` calls ``send()`` and carries on as if the kernel took
+every byte. When the client reads slowly its receive window closes, the
+server's send buffer fills, ``send()`` takes only part of the data (or raises
+EAGAIN) and the rest silently disappears from the echo.
+
+Caught by **echo-exact**: a client that pauses reading, then reads, gets
+fewer bytes than it sent.
+
+Real world: ``send(fd, buf, n, 0);`` with the result unchecked is the most
+common bug of tutorial epoll servers; it never shows on an idle loopback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import Connection, ReferenceServer
+
+BUG = "send()'s return value is ignored: whatever the kernel did not take is lost"
+EXPECTED_PROPERTY = "echo-exact"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "send(fd, buf, n, 0) with the result unchecked, as in most epoll tutorials"
+
+
+class IgnoreSendReturnServer(ReferenceServer):
+    def echo(self, conn: Connection, data: memoryview) -> bool:
+        if conn.out:
+            conn.out += data
+            return True
+        try:
+            conn.sock.send(data)  # BUG: a short send (or EAGAIN) loses the rest
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.close_connection(conn)
+            return False
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("ignore_send_return", IgnoreSendReturnServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Mutant: no backpressure; the server never stops reading.
+
+The bug: :meth:`read_ready` lacks the high-water check, so a client that sends
+without reading makes the server move everything from the kernel into its
+output buffer: user-space memory grows without bound, at the speed of the
+client, instead of TCP flow control pushing back on it.
+
+Caught by **bounded-memory**: the server's RSS must stay within a fixed bound
+per connection whatever the client does.
+
+Real world: an output queue (``std::string``, ``evbuffer``, a Go channel...)
+that is appended to on every read, with no high-water mark that pauses
+reading; one slow or malicious reader exhausts the server's memory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import Connection, ReferenceServer
+
+BUG = "reading never pauses when output piles up: memory grows without bound under a non-reading client"
+EXPECTED_PROPERTY = "bounded-memory"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "an unbounded output queue appended to on every read, with no high-water mark"
+
+
+class NoBackpressureServer(ReferenceServer):
+    def read_ready(self, conn: Connection) -> None:
+        recv_into = conn.sock.recv_into
+        scratch_view = self.scratch_view
+        while True:
+            try:
+                n = recv_into(self.scratch)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close_connection(conn)
+                return
+            if n == 0:
+                conn.eof = True
+                break
+            if not self.echo(conn, scratch_view[:n]):
+                return
+            # BUG: no "len(conn.out) > HIGH_WATER: stop reading" here
+            if not self.edge_triggered:
+                break
+        self.update_interest(conn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("no_backpressure", NoBackpressureServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Mutant: EPOLLONESHOT without re-arming after each event.
+
+The bug: connections are registered with EPOLLONESHOT (as servers that hand
+events to worker threads do), but the fd is re-armed with ``epoll_ctl(MOD)``
+only when the wanted events change (:meth:`update_interest` skips a MOD that
+would not change the mask). After its first event a connection whose
+interest did not change is disarmed for good: the first message is echoed,
+the next ones never are.
+
+Caught by **echo-complete**: the second request of a connection is never
+answered.
+
+Real world: EPOLLONESHOT added for a thread pool, with the re-arm done only
+on some paths (or skipped as a "redundant" epoll_ctl).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import EPOLLIN, ReferenceServer
+
+BUG = "EPOLLONESHOT is used but the fd is re-armed only when its mask changes: it goes deaf after one event"
+EXPECTED_PROPERTY = "echo-complete"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "EPOLLONESHOT for a worker pool, re-armed only on some paths"
+
+
+class OneshotNoRearmServer(ReferenceServer):
+    def __init__(self, listener: socket.socket, mode: str = "lt", max_connections: int | None = None) -> None:
+        super().__init__(listener, mode, max_connections)
+        # Every connection mask carries self.trigger.
+        # BUG: one-shot, and update_interest only re-arms when the mask changes
+        self.trigger |= select.EPOLLONESHOT
+
+    def _resume_accepting(self) -> None:
+        # The listener is not meant to be one-shot: register it without the flag.
+        if not self.accepting:
+            self.epoll.register(self.listener.fileno(), EPOLLIN | (self.trigger & ~select.EPOLLONESHOT))
+            self.accepting = True
+            if self.edge_triggered:
+                self.accept_ready()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("oneshot_no_rearm", OneshotNoRearmServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

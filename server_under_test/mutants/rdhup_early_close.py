@@ -1,0 +1,54 @@
+"""Mutant: the connection is closed on EPOLLRDHUP before the remaining input was read.
+
+The bug: the server registers EPOLLRDHUP and takes it for "the client is
+gone": it closes as soon as the peer's FIN is reported. But the FIN only
+means the client will send no more; input that arrived before it may not
+have been read yet, and echoes may still be pending. They are dropped, and
+closing with unread input makes the kernel send RST instead of FIN.
+
+Caught by **half-close**: a client that sends, shuts down its write side and
+reads gets a truncated echo and a reset (**echo-complete** sees it too).
+
+Real world: ``if (ev & EPOLLRDHUP) { close(fd); continue; }`` before the
+EPOLLIN branch, a common "optimisation" to drop dead clients early.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import EPOLL_GONE, EPOLLIN, EPOLLOUT, Connection, ReferenceServer
+
+BUG = "EPOLLRDHUP is taken for a disconnect: the fd is closed before the remaining input is read and echoed"
+EXPECTED_PROPERTY = "half-close"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "if (ev & EPOLLRDHUP) { close(fd); continue; } ahead of the EPOLLIN branch"
+
+EPOLLRDHUP = select.EPOLLRDHUP
+
+
+class RdhupEarlyCloseServer(ReferenceServer):
+    def __init__(self, listener: socket.socket, mode: str = "lt", max_connections: int | None = None) -> None:
+        super().__init__(listener, mode, max_connections)
+        # Every connection mask carries self.trigger: ask for EPOLLRDHUP too.
+        self.trigger |= EPOLLRDHUP
+
+    def connection_event(self, conn: Connection, mask: int) -> None:
+        if mask & (EPOLL_GONE | EPOLLRDHUP):  # BUG: EPOLLRDHUP is a half-close, not a disconnect
+            self.close_connection(conn)
+            return
+        if mask & EPOLLOUT and not self.flush(conn):
+            return
+        if mask & EPOLLIN and conn.reading and not conn.eof:
+            self.read_ready(conn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("rdhup_early_close", RdhupEarlyCloseServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

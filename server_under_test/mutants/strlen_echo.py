@@ -1,0 +1,51 @@
+"""Mutant: each read is echoed only up to its first NUL byte.
+
+The bug: :meth:`echo` treats the data as a C string — the length echoed is
+``strlen(buf)``, not the count ``recv()`` returned. Text is echoed perfectly;
+binary data loses everything from the first ``\\0`` of each read.
+
+Caught by **echo-exact**: any payload containing a zero byte comes back short.
+
+Real world: ``send(fd, buf, strlen(buf), 0)`` after ``recv()``, everywhere in
+tutorials (and undefined behaviour when the buffer holds no NUL at all).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from server_under_test.mutants._base import run_mutant
+from server_under_test.reference import Connection, ReferenceServer
+
+BUG = "the echo length is strlen(buf), not recv()'s count: binary data is cut at each read's first NUL"
+EXPECTED_PROPERTY = "echo-exact"
+DEFAULT_MODE = "lt"
+REAL_WORLD = "send(fd, buf, strlen(buf), 0) after recv(), as in many tutorials"
+
+
+class StrlenEchoServer(ReferenceServer):
+    def echo(self, conn: Connection, data: memoryview) -> bool:
+        nul = data.tobytes().find(0)
+        if nul >= 0:
+            data = data[:nul]  # BUG: strlen(), not the byte count recv() returned
+        if conn.out:
+            conn.out += data
+            return True
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close_connection(conn)
+            return False
+        if sent < len(data):
+            conn.out += data[sent:]
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_mutant("strlen_echo", StrlenEchoServer, BUG, DEFAULT_MODE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
