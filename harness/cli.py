@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import __version__
@@ -265,7 +266,7 @@ def _strategy(kind: str):  # type: ignore[no-untyped-def]
 
 
 def _print_report(console: Console, report: RunReport) -> None:
-    console.print(f"server: {report.server_command}")
+    console.print(f"server: {escape(report.server_command)}")
     console.print(
         f"{report.examples} scripts in {report.seconds:.1f} s, server restarts: {report.restarts}"
         + (f", seed {report.seed}" if report.seed is not None else "")
@@ -279,11 +280,11 @@ def _print_report(console: Console, report: RunReport) -> None:
             status = "[green]ok[/]"
         console.print(f"  {name:<26} {stats.examples:>5} examples  {status}", highlight=False)
     for v in report.violations:
-        console.print(f"\n[red]{v.property_name}[/]: {v.message}", highlight=False)
+        console.print(f"\n[red]{v.property_name}[/]: {escape(v.message)}", highlight=False)
         if v.reproducer:
             size = f" ({v.steps} steps, {v.bytes_sent} bytes)" if v.steps is not None else ""
-            console.print(f"  reproducer{size}: {v.reproducer}", highlight=False)
-            console.print(f"  replay with: epoll-harness replay {v.reproducer}", highlight=False)
+            console.print(f"  reproducer{size}: {escape(v.reproducer)}", highlight=False)
+            console.print(f"  replay with: epoll-harness replay {escape(v.reproducer)}", highlight=False)
 
 
 def _run_check(ns: argparse.Namespace, console: Console) -> int:
@@ -307,7 +308,7 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
         report = run_check(config, _strategy(ns.scripts))
     if ns.report is not None:
         report.save(ns.report)
-    _print_report(Console(highlight=False), report)
+    _print_report(Console(highlight=False, soft_wrap=True), report)
     if ns.report is not None:
         print(f"report: {ns.report}")
     return EXIT_OK if report.ok else EXIT_VIOLATION

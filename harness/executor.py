@@ -94,6 +94,7 @@ class Transcript:
     evidence: set[str] = field(default_factory=set)
     client_ports: dict[Hashable, int] = field(default_factory=dict)
     max_pending: int = 0  # largest amount owed to a client at a checkpoint (a target for Hypothesis)
+    stalled: bool = False  # a deadline expired: the script stops there
 
     def add(self, step: int, conn: Hashable | None, kind: str, detail: str) -> None:
         self.events.append(Event(step, conn, kind, detail))
@@ -131,6 +132,10 @@ class Executor:
             for index, step in enumerate(script.steps):
                 self.step_index = index
                 self.run_step(step)
+                if self.transcript.stalled:
+                    # The verdict is in; every later read would only wait out
+                    # its own deadline, and shrinking replays this many times.
+                    return self.transcript
             self.step_index = SETTLE_STEP
             self.settle()
         finally:
@@ -245,6 +250,7 @@ class Executor:
                         f"the server took no bytes for {self.limits.stall_timeout:.1f} s "
                         f"({len(view)} of {len(data)} bytes unsent) while the client kept reading",
                     )
+                    self.transcript.stalled = True
                     return False
                 for _key, mask in sel.select(self.limits.stall_timeout / 10):
                     if mask & selectors.EVENT_READ and not self._recv_once(client):
@@ -468,6 +474,7 @@ class Executor:
                         stall_kind = HOL_STALLED
                         detail += f", while connection(s) {blockers} had a flood unread"
                     self.transcript.add(self.step_index, client.conn, stall_kind, detail)
+                    self.transcript.stalled = True
                     return False
                 if not sel.select(min(0.1, self.limits.stall_timeout)):
                     continue

@@ -19,11 +19,11 @@ MIB = 1024 * 1024
 @dataclass(frozen=True)
 class Limits:
     connect_timeout: float = 5.0  # seconds to establish one connection
-    stall_timeout: float = 1.5  # seconds with no progress before a read or send gives up
+    stall_timeout: float = 1.0  # seconds with no progress before a read or send gives up
     step_timeout: float = 60.0  # seconds any one step may take in all
     pace_budget: float = 1.0  # seconds a slow reader may spend pausing in one step
     flood_stall: float = 0.15  # seconds a flood waits for writability before it calls the pipe full
-    cleanup_timeout: float = 3.0  # seconds for the server's fds to return to their baseline
+    cleanup_timeout: float = 1.0  # seconds for the server's fds to return to their baseline
     idle_window: float = 0.25  # seconds over which idle CPU is measured, when it looks busy
     idle_cpu_fraction: float = 0.5  # more CPU than this fraction of one core while idle is a busy loop
     memory_bound: int = 16 * MIB  # RSS growth allowed during one example

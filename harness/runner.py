@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, event, given, settings, target
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky
 
 from harness.checker import Checker, Outcome
-from harness.errors import PropertyViolation, violation_type
+from harness.errors import PropertyViolation
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.process import ServerProcess
 from harness.properties import (
@@ -44,6 +44,7 @@ from harness.properties import (
 from harness.report import Reproducer, RunReport, ViolationRecord
 from harness.scenarios import fd_exhaustion_scenario, run_scenario
 from harness.script import Script
+from harness.verdict import enforce
 
 DEFAULT_MAX_EXAMPLES = 200
 DEFAULT_TIME_BUDGET = 60.0
@@ -152,21 +153,15 @@ def _run_hypothesis(
             raise _BudgetSpent
         outcome = checker.check(script)
         _count(report, outcome)
-        for what in outcome.evidence:
-            event(what)
-            state.evidence[what] += 1
-        target(float(outcome.transcript.max_pending), label="bytes pending in the server")
+        state.evidence.update(outcome.evidence)
         if progress is not None:
             progress(report)
         if outcome.violations:
             worst = primary(outcome.violations)
-            state.first_found.setdefault(worst.property_name, time.monotonic() - state.started)
-            state.failures[worst.property_name] = _Failure(
-                script, worst, outcome.violations, time.monotonic() - state.started
-            )
-            also = sorted({v.property_name for v in outcome.violations} - {worst.property_name})
-            message = worst.describe() + (f" [also violated: {', '.join(also)}]" if also else "")
-            raise violation_type(worst.property_name)(message)
+            elapsed = time.monotonic() - state.started
+            state.first_found.setdefault(worst.property_name, elapsed)
+            state.failures[worst.property_name] = _Failure(script, worst, outcome.violations, elapsed)
+        enforce(outcome)
 
     database = DirectoryBasedExampleDatabase(str(config.database)) if config.database else None
     test = settings(

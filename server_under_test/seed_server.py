@@ -41,7 +41,6 @@ Its bugs, and the harness property that must catch each:
    pipe or the server blocks in ``print()``.
 """
 
-# ruff: noqa: E501
 # mypy: ignore-errors
 import argparse
 import queue as Queue
