@@ -172,19 +172,20 @@ class EchoOracle:
                 f"received bytes that connection {source!r} sent, at offset {offset}: "
                 f"{unexpected[:16].hex()}",
             )
+        # Messages name offsets, never running totals: the verdict (and its
+        # text) must not depend on how much had arrived when it was judged.
         if offset >= len(stream.sent):
             return Problem(
                 ECHO_EXACT,
                 conn,
-                f"received {len(stream.received) - len(stream.sent)} bytes more than the {len(stream.sent)}"
-                f" sent (extra bytes start {unexpected[:16].hex()})",
+                f"received bytes beyond the {len(stream.sent)} sent, from offset {offset} "
+                f"(extra bytes start {unexpected[:16].hex()})",
             )
         want = bytes(stream.sent[offset : offset + 16])
         return Problem(
             ECHO_EXACT,
             conn,
-            f"byte {offset} differs: expected {want.hex()}..., received {unexpected[:16].hex()}..."
-            f" ({len(stream.sent)} bytes sent, {len(stream.received)} received)",
+            f"byte {offset} differs: expected {want.hex()}..., received {unexpected[:16].hex()}...",
         )
 
     def _source_of(self, conn: Hashable, unexpected: bytes) -> Hashable | None:
