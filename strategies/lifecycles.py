@@ -1,0 +1,471 @@
+"""One connection's life, start to end: :func:`lifecycles`, :func:`slow_readers`, :func:`sends`.
+
+A lifecycle is the tuple of steps of one connection: a Connect, a body of
+sends, reads, pauses and at most one flood, and an ending chosen by
+:class:`LifecycleKind`. It is valid on its own (see
+:func:`harness.script.validate`) whatever the other connections do, which is
+what lets :func:`strategies.scripts.scripts` interleave lifecycles freely and
+the shrinker delete a whole connection without breaking the rest.
+
+The strategy keeps count of the echo each connection is owed, so that a
+partial ``Read(nbytes=n)`` never asks for more than the server must send:
+``owed_exact`` counts Sends (the server owes exactly their bytes), and
+``owed_max`` adds floods, of which the kernel may take only a part. A partial
+read stays within ``owed_exact``; reading "everything owed" (``nbytes=None``)
+is left to the executor, which knows how much of a flood went out.
+
+Reads with a ``chunk`` and a ``pace_ms`` are slow reads. Their cost is kept
+bounded: a chunk is never so small that reading what is owed takes more than
+:data:`MAX_CHUNKED_READS` recv calls, so the pacing of one read adds at most
+``MAX_CHUNKED_READS * MAX_PACE_MS`` milliseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from harness.script import (
+    AbortConnect,
+    Close,
+    Connect,
+    Pause,
+    Payload,
+    Read,
+    ReadToEof,
+    Reset,
+    Send,
+    ShutdownWrite,
+    Step,
+)
+from strategies._validation import check_bool, check_choices, check_integer
+from strategies.floods import (
+    DEFAULT_FLOOD_BUFFER_BYTES,
+    DEFAULT_MAX_FLOOD_SIZE,
+    MAX_BUFFER_BYTES,
+    draw_flood,
+    min_flood_size,
+)
+from strategies.fragments import DEFAULT_MAX_DELAY_MS, draw_fragmentation
+from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_SIZE, KiB, draw_payload, payloads
+
+#: A small SO_RCVBUF for a slow reader (the kernel doubles it, and rounds tiny values up to ~2 KiB).
+SLOW_RCVBUF_MIN = 1 * KiB
+SLOW_RCVBUF_MAX = 16 * KiB
+#: The largest chunk a slow read asks recv() for.
+SLOW_CHUNK_MAX = 16 * KiB
+#: Pauses (``Pause`` steps) and read pacing, in milliseconds.
+MAX_PAUSE_MS = 20
+MAX_PACE_MS = 5
+#: A chunked read of everything owed takes at most this many recv() calls.
+MAX_CHUNKED_READS = 32
+#: Sends, reads, pauses and floods between a Connect and its ending.
+DEFAULT_MAX_ACTIONS = 6
+DEFAULT_MAX_LIFECYCLE_STEPS = 12
+#: A slow reader's payloads stay small enough to read back in a few paced chunks.
+SLOW_READER_MAX_PAYLOAD = 256 * KiB
+SLOW_READER_MAX_ROUNDS = 3
+
+
+class LifecycleKind(enum.Enum):
+    """How a connection ends, in shrink order (simplest first)."""
+
+    #: Left open: the server sees an idle connection; the executor closes it at the end.
+    IDLE = "idle"
+    #: close() right away; echo still unread in the client makes the kernel send RST, not FIN.
+    CLOSE = "close"
+    #: SO_LINGER 0 and close(): RST, whatever was pending.
+    RESET = "reset"
+    #: Read everything owed, then close(): a FIN after the echo.
+    GRACEFUL_CLOSE = "graceful-close"
+    #: shutdown(SHUT_WR), read to the server's FIN, close().
+    HALF_CLOSE = "half-close"
+    #: Read everything owed, then RST: nothing pending in the server.
+    RESET_DRAINED = "reset-drained"
+    #: A Send and at once RST: the server's echo is still pending when the RST arrives.
+    RESET_PENDING = "reset-pending"
+    #: Connect and RST at once, usually before the server has accepted.
+    ABORT_CONNECT = "abort-connect"
+
+
+#: The kinds that make the client send an RST.
+RESETTING_KINDS = frozenset(
+    {
+        LifecycleKind.RESET,
+        LifecycleKind.RESET_DRAINED,
+        LifecycleKind.RESET_PENDING,
+        LifecycleKind.ABORT_CONNECT,
+    }
+)
+ALL_KINDS = tuple(LifecycleKind)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a lifecycle may contain; :func:`lifecycles` and :func:`strategies.scripts.scripts` share it."""
+
+    max_actions: int = DEFAULT_MAX_ACTIONS
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
+    allow_floods: bool = True
+    allow_resets: bool = True
+    allow_delays: bool = True
+    flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES
+
+    def kinds(self) -> tuple[LifecycleKind, ...]:
+        if self.allow_resets:
+            return ALL_KINDS
+        return tuple(k for k in ALL_KINDS if k not in RESETTING_KINDS)
+
+    def ending_steps(self, kind: LifecycleKind) -> int:
+        """At most how many steps the ending of ``kind`` takes (the Connect not included)."""
+        if kind is LifecycleKind.CLOSE:
+            # Without resets, an undrained close would RST; it reads what is owed first.
+            return 1 if self.allow_resets else 2
+        return _ENDING_STEPS[kind]
+
+
+_ENDING_STEPS = {
+    LifecycleKind.IDLE: 0,
+    LifecycleKind.RESET: 1,
+    LifecycleKind.GRACEFUL_CLOSE: 2,
+    LifecycleKind.HALF_CLOSE: 3,
+    LifecycleKind.RESET_DRAINED: 2,
+    LifecycleKind.RESET_PENDING: 2,
+    LifecycleKind.ABORT_CONNECT: 0,
+}
+
+
+def check_limits(
+    *,
+    max_actions: object,
+    max_payload_size: object,
+    allow_floods: object,
+    allow_resets: object,
+    allow_delays: object,
+    flood_buffer_bytes: object,
+) -> Limits:
+    """Validate the shared arguments, as the public strategies take them, into a :class:`Limits`."""
+    return Limits(
+        max_actions=check_integer(max_actions, "max_actions", min_value=0),
+        max_payload_size=check_integer(
+            max_payload_size, "max_payload_size", min_value=0, max_value=MAX_PAYLOAD_SIZE
+        ),
+        allow_floods=check_bool(allow_floods, "allow_floods"),
+        allow_resets=check_bool(allow_resets, "allow_resets"),
+        allow_delays=check_bool(allow_delays, "allow_delays"),
+        flood_buffer_bytes=check_integer(
+            flood_buffer_bytes, "flood_buffer_bytes", min_value=1, max_value=MAX_BUFFER_BYTES
+        ),
+    )
+
+
+# -- public strategies --------------------------------------------------------
+
+
+def lifecycles(
+    conn: int = 0,
+    *,
+    kinds: Collection[LifecycleKind] | None = None,
+    max_steps: int = DEFAULT_MAX_LIFECYCLE_STEPS,
+    max_actions: int = DEFAULT_MAX_ACTIONS,
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    allow_floods: bool = True,
+    allow_resets: bool = True,
+    allow_delays: bool = True,
+    flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES,
+) -> st.SearchStrategy[tuple[Step, ...]]:
+    """The steps of connection ``conn``, from Connect (or AbortConnect) to its ending.
+
+    ``kinds`` restricts the endings (default: all that ``allow_resets``
+    permits); at most ``max_steps`` steps, of which at most ``max_actions``
+    are between the Connect and the ending. Shrinks towards a lone Connect.
+    """
+    check_integer(conn, "conn", min_value=0)
+    check_integer(max_steps, "max_steps", min_value=1)
+    limits = check_limits(
+        max_actions=max_actions,
+        max_payload_size=max_payload_size,
+        allow_floods=allow_floods,
+        allow_resets=allow_resets,
+        allow_delays=allow_delays,
+        flood_buffer_bytes=flood_buffer_bytes,
+    )
+    permitted = limits.kinds()
+    if kinds is None:
+        chosen = permitted
+    else:
+        check_choices(kinds, "kinds", ALL_KINDS)
+        if not allow_resets and not RESETTING_KINDS.isdisjoint(kinds):
+            raise InvalidArgument(
+                f"Invalid kinds={kinds!r} with allow_resets=False: "
+                f"{sorted(k.name for k in RESETTING_KINDS.intersection(kinds))} send an RST"
+            )
+        chosen = tuple(k for k in ALL_KINDS if k in kinds)
+    if not fitting_kinds(chosen, limits, max_steps):
+        raise InvalidArgument(
+            f"Invalid max_steps={max_steps!r}: none of kinds={[k.name for k in chosen]} fits in so few steps"
+        )
+
+    return _lifecycles(conn, limits, chosen, max_steps)
+
+
+@st.composite
+def _lifecycles(
+    draw: st.DrawFn, conn: int, limits: Limits, kinds: tuple[LifecycleKind, ...], max_steps: int
+) -> tuple[Step, ...]:
+    return draw_lifecycle(draw, conn, limits, kinds, max_steps)
+
+
+def slow_readers(
+    conn: int = 0,
+    *,
+    max_payload_size: int = SLOW_READER_MAX_PAYLOAD,
+    allow_delays: bool = True,
+) -> st.SearchStrategy[tuple[Step, ...]]:
+    """A connection with a small SO_RCVBUF that sends and reads each echo back in paced chunks.
+
+    ``Connect(rcvbuf=1..16 KiB)``, then one to three rounds of a Send and a
+    chunked ``Read`` of everything owed (``pace_ms`` 1..5 ms apart, or 0
+    without ``allow_delays``), then a graceful Close or nothing.
+    """
+    check_integer(conn, "conn", min_value=0)
+    check_integer(max_payload_size, "max_payload_size", min_value=1, max_value=MAX_PAYLOAD_SIZE)
+    check_bool(allow_delays, "allow_delays")
+
+    return _slow_readers(conn, max_payload_size, allow_delays)
+
+
+@st.composite
+def _slow_readers(draw: st.DrawFn, conn: int, max_payload_size: int, allow_delays: bool) -> tuple[Step, ...]:
+    rcvbuf = draw(st.integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX))
+    state = _Connection(conn, [Connect(conn, rcvbuf=rcvbuf)])
+    for round_ in range(SLOW_READER_MAX_ROUNDS):
+        if round_ and not draw(MORE):
+            break
+        _send(draw, state, max_payload_size, allow_delays, min_size=1)
+        low = _min_chunk(state.owed_max)
+        chunk = draw(st.integers(low, max(low, rcvbuf)))
+        pace = draw(st.integers(1, MAX_PACE_MS)) if allow_delays else 0
+        state.read_all(Read(conn, chunk=chunk, pace_ms=pace))
+    if draw(st.booleans()):
+        state.steps.append(Close(conn))
+    return tuple(state.steps)
+
+
+def sends(
+    conn: int = 0,
+    *,
+    min_size: int = 0,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    allow_delays: bool = True,
+) -> st.SearchStrategy[Send]:
+    """A Send on ``conn``: a payload from :func:`payloads`, cut by :func:`fragmentations`."""
+    check_integer(conn, "conn", min_value=0)
+    payloads(min_size, max_size)  # validates the sizes
+    check_bool(allow_delays, "allow_delays")
+    return _sends(conn, min_size, max_size, allow_delays)
+
+
+@st.composite
+def _sends(draw: st.DrawFn, conn: int, min_size: int, max_size: int, allow_delays: bool) -> Send:
+    return _send_step(draw, conn, draw_payload(draw, min_size, max_size), allow_delays)
+
+
+# -- drawing ----------------------------------------------------------------------
+
+
+@dataclass
+class _Connection:
+    """A connection's steps so far and what the server owes it."""
+
+    conn: int
+    steps: list[Step] = field(default_factory=list)
+    owed_exact: int = 0  # echo of Sends: the server owes exactly these bytes
+    owed_max: int = 0  # plus floods, which the kernel may have taken only in part
+    next_seed: int = 0  # each generated payload or flood of a connection gets its own pattern
+    flooded: bool = False
+
+    def seed(self) -> int:
+        self.next_seed += 1
+        return self.next_seed - 1
+
+    def read_all(self, step: Read | ReadToEof) -> None:
+        self.steps.append(step)
+        self.owed_exact = self.owed_max = 0
+
+
+def fitting_kinds(
+    kinds: Iterable[LifecycleKind], limits: Limits, max_steps: int
+) -> tuple[LifecycleKind, ...]:
+    return tuple(k for k in kinds if 1 + limits.ending_steps(k) <= max_steps)
+
+
+def draw_lifecycle(
+    draw: st.DrawFn,
+    conn: int,
+    limits: Limits,
+    kinds: Iterable[LifecycleKind],
+    max_steps: int,
+) -> tuple[Step, ...]:
+    """Draw one lifecycle of at most ``max_steps`` steps (at least one kind must fit).
+
+    The ending is drawn *after* the body, and every ending takes the same
+    choices up to the kind. Hypothesis shrinks towards fewer choices first,
+    then smaller ones, so the kind then shrinks on its own towards IDLE
+    (index 0), dropping only trailing steps: a failure that needs a Send but
+    not the Reset after it shrinks to the Send. For the same reason an abort
+    is a Connect whose ending turned it into an AbortConnect (only with an
+    empty body), and RESET_PENDING reuses the body's last Send when it has
+    one, drawing its own only when it is the one kind asked for.
+    """
+    fitting = fitting_kinds(kinds, limits, max_steps)
+    state = _Connection(conn, [_connect(draw, conn)])
+    connected = [k for k in fitting if k is not LifecycleKind.ABORT_CONNECT]
+    if connected:
+        shortest_ending = min(limits.ending_steps(k) for k in connected)
+        for _ in range(min(limits.max_actions, max_steps - 1 - shortest_ending)):
+            if not draw(MORE):
+                break
+            _action(draw, state, limits)
+    left = max_steps - len(state.steps)
+    last = state.steps[-1]
+    ends_in_send = isinstance(last, Send) and len(last.payload) > 0
+    candidates = tuple(
+        k
+        for k in fitting
+        if limits.ending_steps(k) <= left
+        and (k is not LifecycleKind.ABORT_CONNECT or len(state.steps) == 1)
+        and (k is not LifecycleKind.RESET_PENDING or ends_in_send or fitting == (k,))
+    )
+    kind = draw(st.sampled_from(candidates))
+    if kind is LifecycleKind.ABORT_CONNECT:
+        return (AbortConnect(conn),)
+    _ending(draw, state, limits, kind)
+    return tuple(state.steps)
+
+
+#: "Another one?", true three times in four; the shrinker drives it to False,
+#: and deleting one (flag, element) pair leaves the rest aligned.
+MORE = st.integers(0, 3).map(bool)
+
+
+def _connect(draw: st.DrawFn, conn: int) -> Connect:
+    slow = draw(st.integers(0, 3)) == 3
+    rcvbuf = draw(st.integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX)) if slow else None
+    nodelay = draw(st.sampled_from((True, False)))
+    return Connect(conn, rcvbuf=rcvbuf, nodelay=nodelay)
+
+
+class _Action(enum.Enum):
+    SEND = "send"
+    READ = "read"
+    PAUSE = "pause"
+    FLOOD = "flood"
+
+
+def _action(draw: st.DrawFn, state: _Connection, limits: Limits) -> None:
+    # Weighted by repetition: sends and reads are common, pauses and floods (the
+    # slow steps) rare. Index 0, a Send, is what the shrinker turns actions into.
+    actions = [_Action.SEND, _Action.SEND, _Action.SEND]
+    if state.owed_max:
+        actions += [_Action.READ, _Action.READ]
+    if limits.allow_delays:
+        actions.append(_Action.PAUSE)
+    if limits.allow_floods and not state.flooded and draw(st.integers(0, 7)) == 7:
+        actions = [_Action.FLOOD]
+    action = draw(st.sampled_from(tuple(actions)))
+    if action is _Action.SEND:
+        _send(draw, state, limits.max_payload_size, limits.allow_delays)
+    elif action is _Action.READ:
+        _read(draw, state, limits.allow_delays)
+    elif action is _Action.PAUSE:
+        state.steps.append(Pause(draw(st.integers(1, MAX_PAUSE_MS))))
+    else:
+        low = min_flood_size(limits.flood_buffer_bytes)
+        flood = draw_flood(draw, state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low))
+        state.steps.append(replace(flood, seed=state.seed()))
+        state.owed_max += flood.size
+        state.flooded = True
+
+
+def _send(
+    draw: st.DrawFn, state: _Connection, max_size: int, allow_delays: bool, *, min_size: int = 0
+) -> None:
+    payload = draw_payload(draw, min_size, max(min_size, max_size))
+    if payload.size:
+        payload = Payload.pattern(payload.size, state.seed())
+    state.steps.append(_send_step(draw, state.conn, payload, allow_delays))
+    state.owed_exact += len(payload)
+    state.owed_max += len(payload)
+
+
+def _send_step(draw: st.DrawFn, conn: int, payload: Payload, allow_delays: bool) -> Send:
+    cut = draw_fragmentation(draw, len(payload), max_delay_ms=DEFAULT_MAX_DELAY_MS if allow_delays else 0)
+    return Send(conn, payload, fragments=cut.fragments, delay_ms=cut.delay_ms)
+
+
+def _read(draw: st.DrawFn, state: _Connection, allow_delays: bool) -> None:
+    """A Read of part of what is owed, or of all of it, sometimes in paced chunks."""
+    if state.owed_exact and draw(st.booleans()):
+        nbytes = draw(st.integers(1, state.owed_exact))
+        chunk, pace = _pacing(draw, nbytes, allow_delays)
+        state.steps.append(Read(state.conn, nbytes=nbytes, chunk=chunk, pace_ms=pace))
+        state.owed_exact -= nbytes
+        state.owed_max -= nbytes
+    else:
+        chunk, pace = _pacing(draw, state.owed_max, allow_delays)
+        state.read_all(Read(state.conn, chunk=chunk, pace_ms=pace))
+
+
+def _drain(draw: st.DrawFn, state: _Connection, allow_delays: bool) -> None:
+    if state.owed_max:
+        chunk, pace = _pacing(draw, state.owed_max, allow_delays)
+        state.read_all(Read(state.conn, chunk=chunk, pace_ms=pace))
+
+
+def _min_chunk(amount: int) -> int:
+    return max(1, -(-amount // MAX_CHUNKED_READS))
+
+
+def _pacing(draw: st.DrawFn, amount: int, allow_delays: bool) -> tuple[int | None, int]:
+    """(chunk, pace_ms) for reading ``amount`` bytes: mostly plain, one time in three slow."""
+    if not amount or draw(st.integers(0, 2)) != 2:
+        return None, 0
+    low = _min_chunk(amount)
+    chunk = draw(st.integers(low, max(low, SLOW_CHUNK_MAX)))
+    pace = draw(st.integers(0, MAX_PACE_MS)) if allow_delays else 0
+    return chunk, pace
+
+
+def _ending(draw: st.DrawFn, state: _Connection, limits: Limits, kind: LifecycleKind) -> None:
+    conn = state.conn
+    if kind is LifecycleKind.IDLE:
+        return
+    if kind is LifecycleKind.CLOSE:
+        if not limits.allow_resets:
+            _drain(draw, state, limits.allow_delays)
+        state.steps.append(Close(conn))
+    elif kind is LifecycleKind.RESET:
+        state.steps.append(Reset(conn))
+    elif kind is LifecycleKind.GRACEFUL_CLOSE:
+        _drain(draw, state, limits.allow_delays)
+        state.steps.append(Close(conn))
+    elif kind is LifecycleKind.HALF_CLOSE:
+        state.steps.append(ShutdownWrite(conn))
+        chunk, pace = _pacing(draw, state.owed_max, limits.allow_delays)
+        state.read_all(ReadToEof(conn, chunk=chunk, pace_ms=pace))
+        state.steps.append(Close(conn))
+    elif kind is LifecycleKind.RESET_DRAINED:
+        _drain(draw, state, limits.allow_delays)
+        state.steps.append(Reset(conn))
+    elif kind is LifecycleKind.RESET_PENDING:
+        last = state.steps[-1]
+        if not (isinstance(last, Send) and len(last.payload)):
+            _send(draw, state, limits.max_payload_size, limits.allow_delays, min_size=1)
+        state.steps.append(Reset(conn))
+    else:  # pragma: no cover - ABORT_CONNECT replaces the Connect instead
+        raise AssertionError(kind)

@@ -1,0 +1,110 @@
+"""What one write carries: :func:`payloads`.
+
+Small payloads are literal bytes drawn by Hypothesis over all 256 byte values,
+so they shrink byte by byte towards short runs of zero bytes, down to the empty
+write. Beyond :data:`LITERAL_MAX_SIZE` a payload is *generated*: only a size
+and a seed are drawn and the executor expands them with
+:func:`harness.script.pattern_bytes`. Drawing megabytes literally would blow
+Hypothesis's per-example entropy budget and make every shrink step copy them;
+a size is one number and shrinks like one.
+
+Generated sizes come from Hypothesis's integer distribution, which is
+log-scaled for large values, so kilobytes are common and megabytes not rare;
+half of them snap down to 2**k - 1, 2**k or 2**k + 1, where servers' fixed
+read buffers (1024, 4096, 65536 bytes ...) split a message.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from harness.script import Payload
+from strategies._validation import check_bool, check_integer, check_interval
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Above this a payload is generated (size, seed), not literal bytes.
+LITERAL_MAX_SIZE = 1 * KiB
+#: "Up to several MiB": a Send of this much is echoed back in well under a second on loopback.
+DEFAULT_MAX_PAYLOAD_SIZE = 4 * MiB
+#: A hard ceiling: a payload is materialised in memory by the executor, twice (sent and expected).
+MAX_PAYLOAD_SIZE = 64 * MiB
+#: Seeds are small: the pattern also depends on the connection id, and scripts renumber
+#: seeds per connection anyway, so a seed only has to tell one payload from the next.
+MAX_SEED = (1 << 16) - 1
+#: Choices 3, 4, 5 of draw_size's second draw snap to 2**k - 1, 2**k, 2**k + 1.
+_FIRST_EDGE = 3
+
+
+def payloads(
+    min_size: int = 0,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    *,
+    allow_generated: bool = True,
+) -> st.SearchStrategy[Payload]:
+    """Payloads of ``min_size`` to ``max_size`` bytes, shrinking towards short literal ones.
+
+    Sizes up to :data:`LITERAL_MAX_SIZE` are literal bytes (the empty payload
+    included when ``min_size`` is 0); larger ones are ``Payload.pattern(size,
+    seed)`` and need ``allow_generated``. Without it, ``max_size`` must not
+    exceed :data:`LITERAL_MAX_SIZE`.
+    """
+    check_integer(min_size, "min_size", min_value=0)
+    check_integer(max_size, "max_size", min_value=0, max_value=MAX_PAYLOAD_SIZE)
+    check_interval(min_size, max_size, "min_size", "max_size")
+    check_bool(allow_generated, "allow_generated")
+    if not allow_generated and max_size > LITERAL_MAX_SIZE:
+        raise InvalidArgument(
+            f"Invalid max_size={max_size!r} with allow_generated=False: literal payloads are at most "
+            f"LITERAL_MAX_SIZE={LITERAL_MAX_SIZE} bytes; pass allow_generated=True for larger ones"
+        )
+    return _payloads(min_size, max_size, allow_generated)
+
+
+@st.composite
+def _payloads(draw: st.DrawFn, min_size: int, max_size: int, allow_generated: bool) -> Payload:
+    return draw_payload(draw, min_size, max_size, allow_generated=allow_generated)
+
+
+def draw_payload(draw: st.DrawFn, min_size: int, max_size: int, *, allow_generated: bool = True) -> Payload:
+    """Draw what :func:`payloads` draws (arguments already valid); for use inside composites."""
+    literal_ok = min_size <= LITERAL_MAX_SIZE
+    generated_ok = allow_generated and max_size > LITERAL_MAX_SIZE
+    # Literal first: the shrinker prefers it whenever the test still fails with it.
+    if literal_ok and not (generated_ok and draw(st.booleans())):
+        return Payload.of(draw(st.binary(min_size=min_size, max_size=min(max_size, LITERAL_MAX_SIZE))))
+    size = draw_size(draw, max(min_size, LITERAL_MAX_SIZE + 1), max_size)
+    return Payload.pattern(size, draw(st.integers(0, MAX_SEED)))
+
+
+def payload_sizes(min_size: int, max_size: int) -> st.SearchStrategy[int]:
+    """Sizes in [min_size, max_size], spread on a log scale and shrinking towards ``min_size``."""
+    check_integer(min_size, "min_size", min_value=0)
+    check_integer(max_size, "max_size", min_value=0)
+    check_interval(min_size, max_size, "min_size", "max_size")
+    return _payload_sizes(min_size, max_size)
+
+
+@st.composite
+def _payload_sizes(draw: st.DrawFn, min_size: int, max_size: int) -> int:
+    return draw_size(draw, min_size, max_size)
+
+
+def draw_size(draw: st.DrawFn, min_size: int, max_size: int) -> int:
+    """Draw what :func:`payload_sizes` draws (arguments already valid)."""
+    # Hypothesis draws bounded integers from a distribution that is uniform
+    # near zero and log-scaled beyond, so kilobytes are common and megabytes
+    # not rare; and one integer shrinks straight to the smallest size that
+    # still fails.
+    size = draw(st.integers(min_size, max_size))
+    # Then, one time in two, snap *down* to an edge of the power-of-two band:
+    # 2**k - 1, 2**k or 2**k + 1. Snapping never makes a size larger, so a
+    # failure that needs "at least n bytes" shrinks through the raw size.
+    edge = draw(st.integers(0, 5))
+    if edge >= _FIRST_EDGE and size > 0:
+        snapped = (1 << (size.bit_length() - 1)) + (edge - _FIRST_EDGE - 1)
+        if min_size <= snapped <= size:
+            return snapped
+    return size

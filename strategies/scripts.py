@@ -1,0 +1,185 @@
+"""Whole client scripts: :func:`scripts` and :func:`short_scripts`.
+
+A script is drawn as *threads* and then interleaved:
+
+1. one to ``max_connections`` connection lifecycles (:mod:`strategies.lifecycles`),
+   each valid on its own, so any interleaving of them is a valid script;
+2. now and then a BurstConnect, a thread of one step;
+3. an interleaving that mostly carries on with the current thread and now and
+   then switches to another. Its shrink target is "no switch": the threads
+   one after the other, so connection 0 closes before connection 1 opens and
+   the server hands the new connection the file descriptor it just freed,
+   which is exactly where stale per-fd state in a server shows up.
+
+Connection ids are then renumbered in the order the connections open, so a
+script reads 0, 1, 2 ... from the top whatever the interleaving.
+
+Shrinking removes whole threads (a connection and all its steps), then steps
+inside a lifecycle, then bytes; every intermediate script is valid by
+construction, never filtered. Connections that a script leaves open are
+closed by the executor at the end, after reading what they are owed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import strategies as st
+
+from harness.script import BurstConnect, Flood, Pause, Script, Step
+from strategies._validation import check_bool, check_integer
+from strategies.floods import DEFAULT_FLOOD_BUFFER_BYTES
+from strategies.lifecycles import (
+    DEFAULT_MAX_ACTIONS,
+    MORE,
+    Limits,
+    _lifecycles,
+    check_limits,
+    fitting_kinds,
+)
+from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, KiB
+
+DEFAULT_MAX_CONNECTIONS = 8
+DEFAULT_MAX_STEPS = 40
+#: "Bursts of simultaneous connects": up to this many connections at once.
+DEFAULT_MAX_BURST_COUNT = 50
+#: Each burst connection sends and reads back this many bytes at most.
+MAX_BURST_SIZE = 4 * KiB
+MAX_BURSTS_PER_SCRIPT = 2
+#: Floods are the expensive steps; a script has at most this many.
+MAX_FLOODS_PER_SCRIPT = 2
+
+SHORT_MAX_CONNECTIONS = 3
+SHORT_MAX_STEPS = 12
+SHORT_MAX_PAYLOAD_SIZE = 64 * KiB
+SHORT_MAX_BURST_COUNT = 8
+
+
+def scripts(
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    allow_floods: bool = True,
+    allow_bursts: bool = True,
+    allow_resets: bool = True,
+    allow_delays: bool = True,
+    max_actions: int = DEFAULT_MAX_ACTIONS,
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    max_burst_count: int = DEFAULT_MAX_BURST_COUNT,
+    flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES,
+) -> st.SearchStrategy[Script]:
+    """Valid scripts of 1..``max_connections`` interleaved connections and at most ``max_steps`` steps.
+
+    ``allow_floods``: Flood steps (at most :data:`MAX_FLOODS_PER_SCRIPT`),
+    sized from ``flood_buffer_bytes`` (see :func:`strategies.floods.floods`);
+    ``allow_bursts``: BurstConnect steps of up to ``max_burst_count``
+    connections; ``allow_resets``: no RST from the client at all when False
+    (no Reset, no AbortConnect, no close with unread echo); ``allow_delays``:
+    Pause steps, pauses between fragments, paced reads. Shrinks towards one
+    Connect.
+    """
+    check_integer(max_connections, "max_connections", min_value=1)
+    check_integer(max_steps, "max_steps", min_value=1)
+    check_integer(max_burst_count, "max_burst_count", min_value=1)
+    limits = check_limits(
+        max_actions=max_actions,
+        max_payload_size=max_payload_size,
+        allow_floods=allow_floods,
+        allow_resets=allow_resets,
+        allow_delays=allow_delays,
+        flood_buffer_bytes=flood_buffer_bytes,
+    )
+    check_bool(allow_bursts, "allow_bursts")
+
+    return _scripts(limits, max_connections, max_steps, allow_bursts, max_burst_count)
+
+
+@st.composite
+def _scripts(
+    draw: st.DrawFn,
+    limits: Limits,
+    max_connections: int,
+    max_steps: int,
+    allow_bursts: bool,
+    max_burst_count: int,
+) -> Script:
+    threads = _draw_threads(draw, limits, max_connections, max_steps, allow_bursts, max_burst_count)
+    return Script(_renumber(_interleave(draw, threads)))
+
+
+def short_scripts(*, max_connections: int = SHORT_MAX_CONNECTIONS) -> st.SearchStrategy[Script]:
+    """A quick mix: a few connections, small payloads and bursts, no deliberate delays and no floods."""
+    return scripts(
+        max_connections=max_connections,
+        max_steps=SHORT_MAX_STEPS,
+        allow_floods=False,
+        allow_delays=False,
+        max_payload_size=SHORT_MAX_PAYLOAD_SIZE,
+        max_burst_count=SHORT_MAX_BURST_COUNT,
+    )
+
+
+def _draw_threads(
+    draw: st.DrawFn,
+    limits: Limits,
+    max_connections: int,
+    max_steps: int,
+    allow_bursts: bool,
+    max_burst_count: int,
+) -> list[tuple[Step, ...]]:
+    threads: list[tuple[Step, ...]] = []
+    budget = max_steps
+    floods = 0
+    kinds = limits.kinds()
+    # A flag before every lifecycle, the first one's ignored: deleting one
+    # (flag, lifecycle) pair, whichever it is, leaves the rest as they were.
+    while budget and len(threads) < max_connections and (draw(MORE) or not threads):
+        # Once the script has its floods, later connections draw none; the
+        # budget shrinks as lifecycles use it, and a lone Connect always fits.
+        lifecycle_limits = limits if floods < MAX_FLOODS_PER_SCRIPT else replace(limits, allow_floods=False)
+        steps = draw(_lifecycles(len(threads), lifecycle_limits, kinds, budget))
+        floods += sum(isinstance(step, Flood) for step in steps)
+        budget -= len(steps)
+        threads.append(steps)
+    assert fitting_kinds(kinds, limits, 1), "a one-step lifecycle always fits"
+    bursts = 0
+    # Bursts are rare (one draw in eight) and shrink away first.
+    while allow_bursts and budget and bursts < MAX_BURSTS_PER_SCRIPT and draw(st.integers(0, 7)) == 7:
+        count = draw(st.integers(1, max_burst_count))
+        size = draw(st.integers(1, MAX_BURST_SIZE))
+        threads.append((BurstConnect(count=count, size=size),))
+        budget -= 1
+        bursts += 1
+    return threads
+
+
+def _interleave(draw: st.DrawFn, threads: list[tuple[Step, ...]]) -> list[Step]:
+    """Merge the threads, keeping each one's order; the shrink target is one thread after another."""
+    positions = [0] * len(threads)
+    active = [i for i, thread in enumerate(threads) if thread]
+    current = 0  # an index into active
+    merged: list[Step] = []
+    while active:
+        # Switch threads one step in four; switching is what the shrinker removes.
+        if len(active) > 1 and draw(st.integers(0, 3)) == 3:
+            current = draw(st.integers(0, len(active) - 1))
+        index = active[current]
+        merged.append(threads[index][positions[index]])
+        positions[index] += 1
+        if positions[index] == len(threads[index]):
+            del active[current]
+            current = 0 if current >= len(active) else current
+    return merged
+
+
+def _renumber(steps: list[Step]) -> tuple[Step, ...]:
+    """Connection ids in order of first appearance: 0, 1, 2 ... from the top of the script."""
+    ids: dict[int, int] = {}
+    out: list[Step] = []
+    for step in steps:
+        if isinstance(step, Pause | BurstConnect):
+            out.append(step)
+            continue
+        new = ids.setdefault(step.conn, len(ids))
+        out.append(step if new == step.conn else replace(step, conn=new))
+    return tuple(out)
