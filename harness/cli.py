@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from harness.runner import (
     DEFAULT_SHRINK_BUDGET,
     DEFAULT_TIME_BUDGET,
     CheckConfig,
+    Interrupted,
+    StopSignal,
     replay,
     run_check,
 )
@@ -289,6 +292,9 @@ def _print_report(console: Console, report: RunReport) -> None:
 
 def _run_check(ns: argparse.Namespace, console: Console) -> int:
     config = _check_config(ns)
+    stop = StopSignal()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     show_progress = not ns.quiet and console.is_terminal
     if show_progress:
         with Progress(
@@ -302,10 +308,13 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
         ) as bar:
             task = bar.add_task("check", total=config.max_examples)
             report = run_check(
-                config, _strategy(ns.scripts), progress=lambda r: bar.update(task, completed=r.examples)
+                config,
+                _strategy(ns.scripts),
+                progress=lambda r: bar.update(task, completed=r.examples),
+                stop=stop,
             )
     else:
-        report = run_check(config, _strategy(ns.scripts))
+        report = run_check(config, _strategy(ns.scripts), stop=stop)
     if ns.report is not None:
         report.save(ns.report)
     _print_report(Console(highlight=False, soft_wrap=True), report)
@@ -346,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"epoll-harness: error: {exc}", file=sys.stderr)
         return EXIT_VIOLATION
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         print("epoll-harness: interrupted; every server it started has been stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -328,12 +328,12 @@ class ServerProcess:
                 return
             if time.monotonic() > deadline:
                 what = (
-                    f"is not listening on {self.host}:{self.port}"
+                    f"is not listening on {self.host}:{self.port} after {self.ready_timeout:.1f} s"
                     if self.command.chooses_port
-                    else "has not printed a 'LISTENING host:port' line (give the command a {port} "
-                    "placeholder if it does not announce its port)"
+                    else f"has not printed a 'LISTENING host:port' line after {self.ready_timeout:.1f} s "
+                    "(give the command a {port} placeholder if it does not announce its port)"
                 )
-                raise ServerStartError(self._start_failure(f"{what} after {self.ready_timeout:.1f} s"))
+                raise ServerStartError(self._start_failure(what))
             self.output.ready.wait(0.01)
 
     def _listening_on(self, port: int) -> bool:

@@ -56,6 +56,28 @@ class _BudgetSpent(BaseException):
     """Stops Hypothesis (it lets BaseExceptions through) when shrinking takes too long."""
 
 
+class Interrupted(BaseException):
+    """The user asked the run to stop (SIGINT or SIGTERM); raised between examples."""
+
+
+class StopSignal:
+    """Set from a signal handler, checked between examples.
+
+    A KeyboardInterrupt raised wherever the signal lands can be swallowed
+    (CPython ignores exceptions raised in a gc callback, and Hypothesis has
+    one), so the handler only sets this flag and the run stops at the next
+    example boundary, which the executor's deadlines keep a few seconds away.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt  # a second signal: stop now
+        self.signal = signum
+
+
 @dataclass(frozen=True)
 class CheckConfig:
     server_command: str | None
@@ -107,6 +129,7 @@ def run_check(
     config: CheckConfig,
     strategy: st.SearchStrategy[Script] | None = None,
     progress: Progress | None = None,
+    stop: StopSignal | None = None,
 ) -> RunReport:
     """Run every property against the configured server; never leaves a server running."""
     report = RunReport(config.described_server, config.seed)
@@ -121,14 +144,15 @@ def run_check(
     state = _RunState(time.monotonic())
     try:
         checker.start()
-        _run_hypothesis(
-            config, checker, strategy if strategy is not None else default_strategy(), report, state, progress
-        )
+        chosen = strategy if strategy is not None else default_strategy()
+        _run_hypothesis(config, checker, chosen, report, state, progress, stop)
     finally:
         checker.stop()
     report.restarts = checker.restarts
     report.evidence = dict(state.evidence)
     _record_failures(config, report, state)
+    if stop is not None and stop.signal is not None:
+        raise Interrupted
     if config.scenarios:
         _run_scenarios(config, report)
     report.seconds = time.monotonic() - state.started
@@ -142,10 +166,13 @@ def _run_hypothesis(
     report: RunReport,
     state: _RunState,
     progress: Progress | None,
+    stop: StopSignal | None,
 ) -> None:
     search_deadline = state.started + config.time_budget
 
     def one_example(script: Script) -> None:
+        if stop is not None and stop.signal is not None:
+            raise Interrupted
         now = time.monotonic()
         if not state.failures and now > search_deadline:
             return  # the search budget is spent: let Hypothesis run out of examples

@@ -1,0 +1,78 @@
+"""Small servers that misbehave in the ways the harness's process control must survive.
+
+    python tests/programs/misbehaving.py KIND [--port P]
+
+KIND: never-ready (runs, never listens), exits-at-once (one line on stderr,
+exit 3), ignores-sigterm (an echo server that ignores SIGTERM), floods-stdout
+(an echo server that prints without pause), forking (an echo server that
+forks a child per connection, like socat's fork option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+
+def echo_forever(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+
+def listen(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    print(f"LISTENING 127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    return sock
+
+
+def threaded_echo(sock: socket.socket) -> None:
+    while True:
+        conn, _ = sock.accept()
+        threading.Thread(target=echo_forever, args=(conn,), daemon=True).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.kind == "never-ready":
+        time.sleep(3600)
+    elif args.kind == "exits-at-once":
+        print("fatal: cannot open /etc/echo.conf", file=sys.stderr)
+        sys.exit(3)
+    elif args.kind == "ignores-sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        threaded_echo(listen(args.port))
+    elif args.kind == "floods-stdout":
+        sock = listen(args.port)
+        threading.Thread(target=threaded_echo, args=(sock,), daemon=True).start()
+        line = "x" * 1000 + "\n"
+        while True:
+            sys.stdout.write(line)
+    elif args.kind == "forking":
+        sock = listen(args.port)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        while True:
+            conn, _ = sock.accept()
+            if os.fork() == 0:
+                sock.close()
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a child that outlives its parent's TERM
+                echo_forever(conn)
+                os._exit(0)
+            conn.close()
+    else:
+        sys.exit(f"unknown kind {args.kind!r}")
+
+
+if __name__ == "__main__":
+    main()
