@@ -361,7 +361,7 @@ def test_minimal_script_with_a_flood() -> None:
 
 
 def test_minimal_burst() -> None:
-    script = minimal(SMALL, lambda s: any(isinstance(step, BurstConnect) for step in s))
+    script = minimal(SMALL, lambda s: any(isinstance(step, BurstConnect) for step in s), tries=3000)
     assert script.steps == (Connect(0), BurstConnect(count=1, size=1))
 
 
