@@ -51,6 +51,7 @@ from harness.script import (
 RECV_SIZE = 256 * 1024
 FLOOD_CHUNK = 64 * 1024
 BURST_ID_BASE = 1_000_000
+FAST_READ_RCVBUF = 1024 * 1024
 SETTLE_STEP = -1  # the step index recorded for events of the settle phase
 LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -59,6 +60,7 @@ CONNECT_FAILED = "connect-failed"
 READ_STALLED = "read-stalled"
 HOL_STALLED = "read-stalled-behind-flood"  # stalled while another client was not reading
 EOF_MISSING = "eof-missing"
+STEP_TIMEOUT = "step-timeout"  # no property: the server was slow, not stuck
 SEND_FAILED = "send-failed"
 BURST_FAILED = "burst-failed"
 FLOOD = "flood"
@@ -84,6 +86,7 @@ class Client:
     reset: bool = False
     closed: bool = False
     flooded: int = 0  # bytes sent by floods, not read back yet when the flood ended
+    small_rcvbuf: bool = False  # a slow reader's SO_RCVBUF is in force
 
 
 @dataclass
@@ -180,7 +183,7 @@ class Executor:
             self.transcript.add(self.step_index, step.conn, CONNECT_FAILED, _describe_os_error(exc))
             return
         sock.setblocking(False)
-        self._register(step.conn, sock)
+        self._register(step.conn, sock).small_rcvbuf = step.rcvbuf is not None
 
     def _open_socket(self, rcvbuf: int | None, nodelay: bool) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
@@ -239,10 +242,10 @@ class Executor:
                     last_progress = time.monotonic()
                     continue
                 now = time.monotonic()
-                if (
-                    now - last_progress > self.limits.stall_timeout
-                    or now - started > self.limits.step_timeout
-                ):
+                if now - started > self.limits.step_timeout:
+                    self._cut_short(client)
+                    return False
+                if now - last_progress > self.limits.stall_timeout:
                     self.transcript.add(
                         self.step_index,
                         client.conn,
@@ -448,16 +451,18 @@ class Executor:
         sel.register(client.sock, selectors.EVENT_READ)
         since_pause = 0
         paced = 0.0
+        if not pace_ms:
+            self._read_fast(client)
         try:
             started = last_progress = time.monotonic()
             while not done(client):
                 if client.eof or client.reset:
                     return False
                 now = time.monotonic()
-                if (
-                    now - last_progress > self.limits.stall_timeout
-                    or now - started > self.limits.step_timeout
-                ):
+                if now - started > self.limits.step_timeout:
+                    self._cut_short(client)
+                    return False
+                if now - last_progress > self.limits.stall_timeout:
                     owed = self.oracle.owed(client.conn)
                     blockers = [
                         c.conn
@@ -486,13 +491,38 @@ class Executor:
                 # each recv(): with a small SO_RCVBUF one recv returns a few
                 # KiB, and pausing after each would make a flood last minutes.
                 since_pause += self.oracle.received_count(client.conn) - before
-                if pace_ms and since_pause >= (chunk or 1) and paced < self.limits.pace_budget:
-                    time.sleep(pace_ms / 1000)
-                    paced += pace_ms / 1000
+                if pace_ms and since_pause >= (chunk or 1):
+                    if paced >= self.limits.pace_budget:
+                        self._read_fast(client)  # slow enough: read the rest at full speed
+                    else:
+                        time.sleep(pace_ms / 1000)
+                        paced += pace_ms / 1000
                     since_pause = 0
             return True
         finally:
             sel.close()
+
+    def _cut_short(self, client: Client) -> None:
+        """A step outlived step_timeout while bytes kept moving: slow, not stalled.
+
+        That is no verdict on the server, so no property is charged; the
+        script stops here and the evidence says so.
+        """
+        self.transcript.add(self.step_index, client.conn, STEP_TIMEOUT, "bytes still moving at step_timeout")
+        self.transcript.evidence.add("script cut short: a step outlived step_timeout")
+        self.transcript.stalled = True
+
+    def _read_fast(self, client: Client) -> None:
+        """Before an unpaced read (or once the pace budget is spent), undo a slow reader's small SO_RCVBUF.
+
+        The small window did its job while the client was not reading (the
+        server's send() hit EAGAIN). Reading megabytes back through a 2 KiB
+        window runs into silly-window avoidance and delayed ACKs, tens of
+        KiB/s, which says nothing about the server.
+        """
+        if client.small_rcvbuf:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FAST_READ_RCVBUF)
+            client.small_rcvbuf = False
 
     def _recv_once(self, client: Client, chunk: int | None = None) -> bool:
         """One recv into the oracle; False on EOF or error (recorded)."""
