@@ -199,9 +199,8 @@ class ReferenceServer:
             # A reset or both directions shut: nobody will read an echo.
             self.close_connection(conn)
             return
-        if mask & EPOLLOUT:
-            if not self.flush(conn):
-                return
+        if mask & EPOLLOUT and not self.flush(conn):
+            return
         if mask & EPOLLIN and conn.reading and not conn.eof:
             self.read_ready(conn)
 

@@ -90,7 +90,15 @@ def test_a_server_that_cannot_start_exits_2_naming_the_cause(tmp_path: Path) -> 
 def test_check_passes_against_the_reference_server(mode: str, tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     result = harness(
-        "check", "--server", reference_command(mode), "--seed", "7", "--report", str(report_path), *QUICK, cwd=tmp_path
+        "check",
+        "--server",
+        reference_command(mode),
+        "--seed",
+        "7",
+        "--report",
+        str(report_path),
+        *QUICK,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(report_path.read_text())
@@ -108,7 +116,16 @@ def test_check_passes_against_the_reference_server(mode: str, tmp_path: Path) ->
 def test_check_fails_against_the_seed_server_and_the_reproducer_replays(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     result = harness(
-        "check", "--server", SEED, "--seed", "1", "--shrink-budget", "20", "--report", str(report_path), *QUICK,
+        "check",
+        "--server",
+        SEED,
+        "--seed",
+        "1",
+        "--shrink-budget",
+        "20",
+        "--report",
+        str(report_path),
+        *QUICK,
         cwd=tmp_path,
     )
     assert result.returncode == 1, result.stdout + result.stderr
@@ -136,8 +153,17 @@ def test_attach_without_pid_skips_the_process_properties(tmp_path: Path) -> None
         host, port = server.address
         report_path = tmp_path / "report.json"
         result = harness(
-            "check", "--attach", f"{host}:{port}", "--report", str(report_path), "--max-examples", "5",
-            "--time-budget", "10", "--quiet", cwd=tmp_path,
+            "check",
+            "--attach",
+            f"{host}:{port}",
+            "--report",
+            str(report_path),
+            "--max-examples",
+            "5",
+            "--time-budget",
+            "10",
+            "--quiet",
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert server.alive
@@ -153,8 +179,19 @@ def test_attach_with_pid_observes_the_process(tmp_path: Path) -> None:
         host, port = server.address
         report_path = tmp_path / "report.json"
         result = harness(
-            "check", "--attach", f"{host}:{port}", "--pid", str(server.pid), "--report", str(report_path),
-            "--max-examples", "5", "--time-budget", "10", "--quiet", cwd=tmp_path,
+            "check",
+            "--attach",
+            f"{host}:{port}",
+            "--pid",
+            str(server.pid),
+            "--report",
+            str(report_path),
+            "--max-examples",
+            "5",
+            "--time-budget",
+            "10",
+            "--quiet",
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(report_path.read_text())
@@ -164,7 +201,17 @@ def test_attach_with_pid_observes_the_process(tmp_path: Path) -> None:
 
 def _start_check(tmp_path: Path) -> tuple[subprocess.Popen[str], psutil.Process]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "check", "--time-budget", "120", "--max-examples", "100000", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "check",
+            "--time-budget",
+            "120",
+            "--max-examples",
+            "100000",
+            "--quiet",
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

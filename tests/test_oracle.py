@@ -7,6 +7,8 @@ chooses, and compares with feeding them whole.
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +30,7 @@ def segmentations(draw: st.DrawFn, data: bytes) -> list[bytes]:
         return []
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(data) - 1)), max_size=min(len(data), 20))))
     bounds = [0, *[c for c in cuts if c < len(data)], len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def feed(oracle: EchoOracle, conn: int, pieces: list[bytes]) -> None:
@@ -84,7 +86,9 @@ def test_a_changed_byte_breaks_echo_exact_at_its_offset(
 
 
 @given(st.data(), st.binary(max_size=100), st.binary(min_size=1, max_size=50))
-def test_bytes_beyond_what_was_sent_break_echo_exact(data: st.DataObject, payload: bytes, extra: bytes) -> None:
+def test_bytes_beyond_what_was_sent_break_echo_exact(
+    data: st.DataObject, payload: bytes, extra: bytes
+) -> None:
     received = payload + extra
     problems = verdicts({0: payload}, {0: data.draw(segmentations(received))})
     assert [p.property_name for p in problems] == [ECHO_EXACT]
@@ -92,7 +96,9 @@ def test_bytes_beyond_what_was_sent_break_echo_exact(data: st.DataObject, payloa
 
 
 @given(st.data(), st.binary(min_size=CROSSTALK_PROBE, max_size=200))
-def test_another_connections_bytes_are_crosstalk_however_they_are_cut(data: st.DataObject, other: bytes) -> None:
+def test_another_connections_bytes_are_crosstalk_however_they_are_cut(
+    data: st.DataObject, other: bytes
+) -> None:
     mine = b"\x00" * 10 + bytes(range(1, 200))
     # Connection 0 receives its own first 10 bytes, then bytes connection 1 sent.
     received = mine[:10] + other

@@ -38,7 +38,9 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         time.sleep(0.02)
     return alive
 
@@ -62,7 +64,7 @@ def test_a_port_template_gets_a_port_and_readiness_from_the_socket_table() -> No
 
 def test_a_server_that_never_gets_ready_is_reported_and_stopped() -> None:
     server = ServerProcess(misbehaving("never-ready"), ready_timeout=1.0)
-    with pytest.raises(ServerStartError, match="has not printed a 'LISTENING host:port' line after 1.0 s"):
+    with pytest.raises(ServerStartError, match=r"has not printed a 'LISTENING host:port' line after 1\.0 s"):
         server.start()
     assert server.popen is not None
     assert wait_gone([server.popen.pid]) == []
@@ -85,7 +87,7 @@ def test_a_server_that_exits_at_once_is_reported_with_its_code_and_last_words() 
 
 
 def test_a_missing_program_is_a_start_error_naming_it() -> None:
-    with pytest.raises(ServerStartError, match="/no/such/server.*No such file or directory"):
+    with pytest.raises(ServerStartError, match=r"/no/such/server.*No such file or directory"):
         ServerProcess("/no/such/server --port {port}").start()
 
 
