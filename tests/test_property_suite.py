@@ -1,0 +1,10 @@
+"""The property suite of ``epoll-harness check``, run by pytest through the plugin.
+
+The tests are the ones users run with ``pytest --pyargs harness.suite``;
+imported here, they run against ``--server-cmd`` (default: the reference
+server) as part of the project's own suite.
+"""
+
+from harness.suite import test_accept_survives_fd_exhaustion, test_every_property_holds
+
+__all__ = ["test_accept_survives_fd_exhaustion", "test_every_property_holds"]
