@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from hypothesis.strategies import SearchStrategy
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import __version__
 from harness.errors import HarnessError, ScriptError, ServerStartError, UsageError
 from harness.limits import DEFAULT_LIMITS, MIB, Limits
+from harness.netns import NetnsUnavailable, NetworkSetup, choose_network, host_setup
 from harness.process import ServerCommand, reference_command
 from harness.properties import PROPERTIES
 from harness.report import Reproducer, RunReport
@@ -36,6 +38,7 @@ from harness.runner import (
     replay,
     run_check,
 )
+from harness.script import Script
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -195,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="idle CPU above this fraction of a core is a busy loop "
         f"(default {DEFAULT_LIMITS.idle_cpu_fraction})",
     )
+    target.add_argument(
+        "--netns",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the server and the clients in a private network namespace with small TCP buffers\n"
+        "(tcp_wmem/tcp_rmem 4096 8192 16384: send() hits EAGAIN after ~16 KiB); default: when permitted",
+    )
     output = check.add_argument_group("output")
     output.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report here")
     output.add_argument(
@@ -213,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("reproducer", type=Path, help="a repro-*.json file written by check")
     rep.add_argument("--server", metavar="CMD", help="server command (default: the one recorded)")
+    rep.add_argument(
+        "--netns",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay in a private network namespace with small TCP buffers (default: when permitted)",
+    )
 
     sub.add_parser("properties", help="list the properties and what each checks")
     return parser
@@ -262,14 +278,19 @@ def _check_config(ns: argparse.Namespace) -> CheckConfig:
     )
 
 
-def _strategy(kind: str):  # type: ignore[no-untyped-def]
-    from strategies import scripts, short_scripts
+def _strategy(kind: str, network: NetworkSetup) -> SearchStrategy[Script]:
+    from strategies import echo_path_capacity, scripts, short_scripts
 
-    return short_scripts() if kind == "short" else scripts()
+    if kind == "short":
+        return short_scripts()
+    # Floods only need to exceed the kernel buffers actually in force.
+    return scripts(flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem))
 
 
 def _print_report(console: Console, report: RunReport) -> None:
     console.print(f"server: {escape(report.server_command)}")
+    if report.network:
+        console.print(f"network: {report.network}")
     console.print(
         f"{report.examples} scripts in {report.seconds:.1f} s, server restarts: {report.restarts}"
         + (f", seed {report.seed}" if report.seed is not None else "")
@@ -292,6 +313,11 @@ def _print_report(console: Console, report: RunReport) -> None:
 
 def _run_check(ns: argparse.Namespace, console: Console) -> int:
     config = _check_config(ns)
+    # Before any server starts or socket opens: they must all be inside the namespace.
+    network = choose_network(ns.netns) if config.attach is None else host_setup()
+    if network.note:
+        print(f"epoll-harness: {network.note}; using the host's loopback and its buffers", file=sys.stderr)
+    strategy = _strategy(ns.scripts, network)
     stop = StopSignal()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -309,12 +335,13 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
             task = bar.add_task("check", total=config.max_examples)
             report = run_check(
                 config,
-                _strategy(ns.scripts),
+                strategy,
                 progress=lambda r: bar.update(task, completed=r.examples),
                 stop=stop,
             )
     else:
-        report = run_check(config, _strategy(ns.scripts), stop=stop)
+        report = run_check(config, strategy, stop=stop)
+    report.network = network.describe()
     if ns.report is not None:
         report.save(ns.report)
     _print_report(Console(highlight=False, soft_wrap=True), report)
@@ -327,6 +354,7 @@ def _run_replay(ns: argparse.Namespace) -> int:
     repro = Reproducer.load(ns.reproducer)
     if ns.server is not None:
         ServerCommand(ns.server)
+    choose_network(ns.netns)
     violations = replay(repro, ns.server)
     server = ns.server or repro.server_command
     if not violations:
@@ -349,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, text in PROPERTIES.items():
             print(f"{name:<26} {text}")
         return EXIT_OK
-    except (UsageError, ScriptError, ServerStartError) as exc:
+    except (UsageError, ScriptError, ServerStartError, NetnsUnavailable) as exc:
         print(f"epoll-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except HarnessError as exc:

@@ -108,6 +108,7 @@ class RunReport:
     examples: int = 0
     seconds: float = 0.0
     restarts: int = 0
+    network: str = ""
     evidence: dict[str, int] = field(default_factory=dict)
     properties: dict[str, PropertyStats] = field(
         default_factory=lambda: {p: PropertyStats() for p in PROPERTIES}
@@ -129,6 +130,7 @@ class RunReport:
             "examples": self.examples,
             "seconds": round(self.seconds, 3),
             "server_restarts": self.restarts,
+            "network": self.network,
             "evidence": dict(sorted(self.evidence.items())),
             "ok": self.ok,
             "properties": {

@@ -1,0 +1,134 @@
+"""A private network namespace for a run, with small TCP buffers.
+
+Why: on the host's loopback a client that stops reading lets several MiB
+pile up in kernel buffers before the server's ``send()`` returns EAGAIN, so
+every flood has to be megabytes long. ``net.ipv4.tcp_wmem`` and ``tcp_rmem``
+are per network namespace: in a namespace of our own we set them to
+``4096 8192 16384`` and a non-blocking send hits EAGAIN after about 16 KiB,
+partial sends become common, and floods can be small. No port can clash with
+another worker's, and nothing touches the host's network.
+
+How: ``unshare(CLONE_NEWNET)`` on the calling thread (Python 3.11 has no
+``os.unshare``, so through libc). Namespaces belong to threads, and children
+inherit the namespace of the thread that forks them; so this must run in the
+main thread before the harness opens sockets or starts servers, and the
+servers and client sockets created afterwards all live in the new namespace.
+It disappears by itself when the last process in it exits: nothing to clean
+up, nothing left behind by a crash. Only ``lo`` exists there, and it starts
+down, so we bring it up (SIOCSIFFLAGS, no external tool needed).
+
+Where the process may not create a namespace (not root, no CAP_SYS_ADMIN, a
+container that forbids it) :func:`enter_private_netns` raises
+:class:`NetnsUnavailable` and callers fall back to the host's loopback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+SMALL_BUFFERS = (4096, 8192, 16384)
+SYSCTL = Path("/proc/sys/net/ipv4")
+
+
+class NetnsUnavailable(HarnessError):
+    """This process may not create a network namespace; the message says why."""
+
+
+@dataclass(frozen=True)
+class NetworkSetup:
+    """Where the run's traffic goes, and the TCP buffer sysctls in force there."""
+
+    private: bool
+    tcp_wmem: tuple[int, int, int]
+    tcp_rmem: tuple[int, int, int]
+    note: str = ""
+
+    def describe(self) -> str:
+        where = "a private network namespace" if self.private else "the host's loopback"
+        return f"{where} (tcp_wmem {_fmt(self.tcp_wmem)}, tcp_rmem {_fmt(self.tcp_rmem)})"
+
+
+def _fmt(values: tuple[int, int, int]) -> str:
+    return " ".join(str(v) for v in values)
+
+
+def read_buffers() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The calling thread's namespace's tcp_wmem and tcp_rmem."""
+    return _read_triple("tcp_wmem"), _read_triple("tcp_rmem")
+
+
+def _read_triple(name: str) -> tuple[int, int, int]:
+    low, default, high = (int(v) for v in (SYSCTL / name).read_text().split())
+    return (low, default, high)
+
+
+def host_setup() -> NetworkSetup:
+    wmem, rmem = read_buffers()
+    return NetworkSetup(False, wmem, rmem)
+
+
+_entered: NetworkSetup | None = None
+_lock = threading.Lock()
+
+
+def enter_private_netns(buffers: tuple[int, int, int] | None = SMALL_BUFFERS) -> NetworkSetup:
+    """Move the calling thread (and what it starts from now on) into a new network namespace.
+
+    Idempotent: a second call returns the namespace entered by the first.
+    ``buffers`` sets tcp_wmem and tcp_rmem there (None keeps the kernel's defaults).
+    """
+    global _entered
+    with _lock:
+        if _entered is not None:
+            return _entered
+        if threading.current_thread() is not threading.main_thread():
+            raise NetnsUnavailable("a network namespace must be entered from the main thread")
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetnsUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}")
+        _bring_up("lo")
+        if buffers is not None:
+            text = _fmt(buffers)
+            (SYSCTL / "tcp_wmem").write_text(text)
+            (SYSCTL / "tcp_rmem").write_text(text)
+        wmem, rmem = read_buffers()
+        _entered = NetworkSetup(True, wmem, rmem)
+        return _entered
+
+
+def _bring_up(interface: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", interface.encode(), 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(
+            sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14s", interface.encode(), flags | IFF_UP, b"")
+        )
+
+
+def choose_network(wanted: bool | None) -> NetworkSetup:
+    """``True``: a private namespace or an error; ``False``: the host; ``None``: private if permitted."""
+    if wanted is False:
+        return host_setup()
+    try:
+        return enter_private_netns()
+    except NetnsUnavailable as exc:
+        if wanted:
+            raise NetnsUnavailable(f"--netns was given but {exc}; run as root or use --no-netns") from exc
+        setup = host_setup()
+        return NetworkSetup(
+            False, setup.tcp_wmem, setup.tcp_rmem, note=f"no private network namespace ({exc})"
+        )
