@@ -36,6 +36,7 @@ from harness.script import (
     Close,
     Connect,
     Flood,
+    InjectReset,
     Pause,
     Payload,
     Read,
@@ -60,6 +61,7 @@ CONNECT_FAILED = "connect-failed"
 READ_STALLED = "read-stalled"
 HOL_STALLED = "read-stalled-behind-flood"  # stalled while another client was not reading
 EOF_MISSING = "eof-missing"
+INJECTION_UNAVAILABLE = "injection-unavailable"  # no property: the harness lacked a capability
 STEP_TIMEOUT = "step-timeout"  # no property: the server was slow, not stuck
 SEND_FAILED = "send-failed"
 BURST_FAILED = "burst-failed"
@@ -120,6 +122,7 @@ class Executor:
         self.limits = limits
         self.checkpoint = checkpoint
         self.clients: dict[Hashable, Client] = {}
+        self.orphans: list[socket.socket] = []  # sockets whose connection was reset on the wire
         self.transcript = Transcript(Script(()))
         self.step_index = 0
 
@@ -164,6 +167,9 @@ class Executor:
             self._close(client)
 
     def abort_all(self) -> None:
+        for sock in self.orphans:
+            sock.close()
+        self.orphans.clear()
         for client in self.clients.values():
             if not client.closed:
                 client.sock.close()
@@ -361,6 +367,26 @@ class Executor:
             sock.close()  # RST, most likely before the server's accept()
         self.oracle.opened(step.conn)
         self.oracle.client_gone(step.conn)
+
+    def _inject_reset(self, step: InjectReset) -> None:
+        """An RST forged on the wire (scapy), not sent by either socket."""
+        client = self._live(step.conn)
+        if client is None:
+            return
+        from harness.wire import InjectionUnavailable, inject_reset
+
+        try:
+            inject_reset(client.sock, step.toward)
+        except InjectionUnavailable as exc:
+            self.transcript.add(self.step_index, client.conn, INJECTION_UNAVAILABLE, str(exc))
+        else:
+            self.transcript.evidence.add(f"RST injected toward the {step.toward}")
+        # Either way the connection is over for the script: the server owes it
+        # nothing. The socket stays open until the end, so that what the
+        # server sees is the forged RST alone, not a FIN from our close.
+        self.oracle.client_gone(client.conn)
+        client.closed = True
+        self.orphans.append(client.sock)
 
     def _burst(self, step: BurstConnect) -> None:
         """Connect ``count`` sockets at once, echo a message on each, close them all."""
@@ -601,6 +627,7 @@ _HANDLERS: dict[type, Callable[[Executor, object], None]] = {
     Reset: Executor._reset,  # type: ignore[dict-item]
     AbortConnect: Executor._abort_connect,  # type: ignore[dict-item]
     BurstConnect: Executor._burst,  # type: ignore[dict-item]
+    InjectReset: Executor._inject_reset,  # type: ignore[dict-item]
 }
 
 __all__ = ["Event", "Executor", "Payload", "Transcript"]

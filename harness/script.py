@@ -191,6 +191,20 @@ class BurstConnect:
     size: int = 16
 
 
+@dataclass(frozen=True)
+class InjectReset:
+    """Forge an RST with the right sequence number into connection ``conn`` (scapy, raw socket).
+
+    ``toward="server"``: as if the client had reset; ``toward="client"``: as if
+    the server had, so the client's stack answers the server's next segment
+    with RST. Needs CAP_NET_RAW and CAP_NET_ADMIN (root, or the network lab).
+    """
+
+    op: ClassVar[str] = "inject_reset"
+    conn: int
+    toward: str = "server"
+
+
 Step: TypeAlias = (
     Connect
     | Send
@@ -203,6 +217,7 @@ Step: TypeAlias = (
     | AbortConnect
     | Flood
     | BurstConnect
+    | InjectReset
 )
 STEP_TYPES: dict[str, type[Step]] = {
     t.op: t
@@ -218,6 +233,7 @@ STEP_TYPES: dict[str, type[Step]] = {
         AbortConnect,
         Flood,
         BurstConnect,
+        InjectReset,
     )
 }
 
@@ -345,6 +361,10 @@ def validate(script: Script) -> None:
             if step.conn not in open_:
                 raise ScriptError(f"{where}: connection {step.conn} is not open here")
             if isinstance(step, Close | Reset):
+                open_.discard(step.conn)
+            elif isinstance(step, InjectReset):
+                if step.toward not in ("server", "client"):
+                    raise ScriptError(f"{where}: toward must be 'server' or 'client', not {step.toward!r}")
                 open_.discard(step.conn)
             elif isinstance(step, Send | Flood | ShutdownWrite):
                 if step.conn in write_shut:
