@@ -9,6 +9,7 @@ the way it ends.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import signal
 import sys
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import __version__
 from harness.errors import HarnessError, ScriptError, ServerStartError, UsageError
+from harness.lab import replay_with_capture
 from harness.limits import DEFAULT_LIMITS, MIB, Limits
 from harness.netns import NetnsUnavailable, NetworkSetup, choose_network, host_setup
 from harness.process import ServerCommand, reference_command
@@ -39,6 +41,7 @@ from harness.runner import (
     run_check,
 )
 from harness.script import Script
+from harness.wire import GRACEFUL_FIN
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -215,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where reproducers go (default ./epoll-harness-artifacts)",
     )
     output.add_argument("--quiet", action="store_true", help="no progress display")
+    output.add_argument(
+        "--capture",
+        choices=("failures", "never"),
+        default="failures",
+        help="failures (default): replay each reproducer under a packet capture (scapy) and save\n"
+        "repro-<property>.pcap beside it; never: no capture",
+    )
 
     rep = sub.add_parser(
         "replay",
@@ -223,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("reproducer", type=Path, help="a repro-*.json file written by check")
     rep.add_argument("--server", metavar="CMD", help="server command (default: the one recorded)")
+    rep.add_argument(
+        "--capture", type=Path, metavar="PCAP", help="capture the replay's packets into this file"
+    )
     rep.add_argument(
         "--netns",
         action=argparse.BooleanOptionalAction,
@@ -309,6 +322,10 @@ def _print_report(console: Console, report: RunReport) -> None:
             size = f" ({v.steps} steps, {v.bytes_sent} bytes)" if v.steps is not None else ""
             console.print(f"  reproducer{size}: {escape(v.reproducer)}", highlight=False)
             console.print(f"  replay with: epoll-harness replay {escape(v.reproducer)}", highlight=False)
+        if v.capture:
+            console.print(f"  packet capture of a replay: {escape(v.capture)}", highlight=False)
+        for line in v.on_the_wire:
+            console.print(f"  on the wire: {escape(line)}", highlight=False)
 
 
 def _run_check(ns: argparse.Namespace, console: Console) -> int:
@@ -342,6 +359,8 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
     else:
         report = run_check(config, strategy, stop=stop)
     report.network = network.describe()
+    if ns.capture == "failures" and config.server_command is not None:
+        _capture_failures(report, config.server_command, config.limits)
     if ns.report is not None:
         report.save(ns.report)
     _print_report(Console(highlight=False, soft_wrap=True), report)
@@ -350,13 +369,37 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if report.ok else EXIT_VIOLATION
 
 
+def _capture_failures(report: RunReport, command: str, limits: Limits) -> None:
+    """Replay each script reproducer under a capture; note the pcap and the wire's verdicts."""
+    for stats in report.properties.values():
+        for i, record in enumerate(stats.violations):
+            if record.reproducer is None:
+                continue
+            repro = Reproducer.load(record.reproducer)
+            if repro.script is None:
+                continue  # a fixed scenario: nothing small to capture
+            pcap = Path(record.reproducer).with_suffix(".pcap")
+            try:
+                replayed = replay_with_capture(command, repro.script, limits, pcap)
+            except (OSError, ImportError, HarnessError) as exc:
+                print(f"epoll-harness: no capture of {record.reproducer}: {exc}", file=sys.stderr)
+                continue
+            wire = tuple(v.describe() for v in replayed.violations if v.property_name == GRACEFUL_FIN)
+            stats.violations[i] = dataclasses.replace(record, capture=str(pcap), on_the_wire=wire)
+
+
 def _run_replay(ns: argparse.Namespace) -> int:
     repro = Reproducer.load(ns.reproducer)
     if ns.server is not None:
         ServerCommand(ns.server)
     choose_network(ns.netns)
-    violations = replay(repro, ns.server)
     server = ns.server or repro.server_command
+    if ns.capture is not None and repro.script is not None and server is not None:
+        replayed = replay_with_capture(server, repro.script, repro.limits, ns.capture)
+        violations = replayed.violations
+        print(f"capture: {ns.capture} ({replayed.packets} packets)")
+    else:
+        violations = replay(repro, ns.server)
     if not violations:
         print(f"passed: {repro.property_name} held this time against {server}")
         return EXIT_OK

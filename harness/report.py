@@ -91,6 +91,8 @@ class ViolationRecord:
     bytes_sent: int | None = None
     flaky: bool = False
     seconds_to_find: float | None = None
+    capture: str | None = None  # the pcap of a replay of the reproducer
+    on_the_wire: tuple[str, ...] = ()  # what the capture showed (graceful-fin, ...)
 
 
 @dataclass
