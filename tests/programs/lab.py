@@ -1,0 +1,127 @@
+"""Network-lab experiments, each run in a process of its own (a namespace is per process).
+
+    python tests/programs/lab.py EXPERIMENT
+
+Prints one JSON object. The tests in test_network_lab.py run these in
+subprocesses so that no pytest worker ever leaves the host's network.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from harness.checker import Checker
+from harness.executor import Executor
+from harness.lab import replay_with_capture
+from harness.limits import DEFAULT_LIMITS
+from harness.netns import choose_network, enter_private_netns, host_setup
+from harness.observe import ServerObserver
+from harness.process import ServerProcess, reference_command
+from harness.script import Close, Connect, InjectReset, Payload, Read, ReadToEof, Script, Send, ShutdownWrite
+
+
+def bytes_until_eagain() -> int:
+    """How much a non-blocking send takes while the peer never reads."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        peer, _ = listener.accept()
+        client.setblocking(False)
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                sent += client.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        client.close()
+        peer.close()
+    return sent
+
+
+def buffers() -> dict[str, object]:
+    host = host_setup()
+    host_eagain = bytes_until_eagain()
+    lab = enter_private_netns()
+    return {
+        "host_wmem": host.tcp_wmem,
+        "lab_wmem": lab.tcp_wmem,
+        "lab_rmem": lab.tcp_rmem,
+        "private": lab.private,
+        "host_eagain": host_eagain,
+        "lab_eagain": bytes_until_eagain(),
+    }
+
+
+def fallback() -> dict[str, object]:
+    setup = choose_network(None)
+    return {"private": setup.private, "note": setup.note}
+
+
+def capture(pcap: str) -> dict[str, object]:
+    enter_private_netns()
+    script = Script(
+        (
+            Connect(0),
+            Send(0, Payload.of(b"hello, wire")),
+            Read(0),
+            ShutdownWrite(0),
+            ReadToEof(0),
+            Close(0),
+        )
+    )
+    replayed = replay_with_capture(reference_command("lt"), script, DEFAULT_LIMITS, Path(pcap))
+    return {"violations": [v.describe() for v in replayed.violations], "packets": replayed.packets}
+
+
+def linger0(pcap: str) -> dict[str, object]:
+    enter_private_netns()
+    command = f"{sys.executable} -m server_under_test.mutants.linger0_close --port {{port}}"
+    script = Script((Connect(0), Send(0, Payload.of(b"bye")), ShutdownWrite(0), ReadToEof(0), Close(0)))
+    replayed = replay_with_capture(command, script, DEFAULT_LIMITS, Path(pcap))
+    return {"violations": [[v.property_name, v.describe()] for v in replayed.violations]}
+
+
+def injected_reset() -> dict[str, object]:
+    """Forge an RST toward the server; its fd must close while our socket stays open."""
+    enter_private_netns()
+    with Checker(ServerProcess(reference_command("lt"))) as checker:
+        assert checker.observer is not None
+        observer: ServerObserver = checker.observer
+        baseline = observer.fd_count()
+        executor = Executor(checker.address, DEFAULT_LIMITS)
+        executor.run_step(Connect(0))
+        executor.run_step(Send(0, Payload.of(b"x" * 1000)))
+        executor.run_step(Read(0))
+        with_connection = observer.wait_fds(baseline + 1, 5.0)
+        started = time.monotonic()
+        executor.run_step(InjectReset(0, "server"))
+        after = observer.wait_fds(baseline, DEFAULT_LIMITS.cleanup_timeout)
+        seconds = time.monotonic() - started
+        client_socket_open = all(s.fileno() >= 0 for s in executor.orphans)
+        executor.abort_all()
+    return {
+        "baseline": baseline,
+        "with_connection": with_connection,
+        "after": after,
+        "seconds": seconds,
+        "client_socket_open": client_socket_open,
+        "evidence": sorted(executor.transcript.evidence),
+    }
+
+
+EXPERIMENTS = {
+    "buffers": buffers,
+    "fallback": fallback,
+    "capture": capture,
+    "linger0": linger0,
+    "injected-reset": injected_reset,
+}
+
+if __name__ == "__main__":
+    name, *args = sys.argv[1:]
+    print(json.dumps(EXPERIMENTS[name](*args)))
