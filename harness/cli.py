@@ -296,8 +296,12 @@ def _strategy(kind: str, network: NetworkSetup) -> SearchStrategy[Script]:
 
     if kind == "short":
         return short_scripts()
-    # Floods only need to exceed the kernel buffers actually in force.
-    return scripts(flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem))
+    # Floods only need to exceed the kernel buffers actually in force; RSTs are
+    # forged on the wire only in the lab (it takes root to create it, and forging needs root).
+    return scripts(
+        flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem),
+        allow_injection=network.private,
+    )
 
 
 def _print_report(console: Console, report: RunReport) -> None:

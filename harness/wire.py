@@ -29,6 +29,9 @@ from typing import Any
 from harness.properties import Violation
 
 GRACEFUL_FIN = "graceful-fin"
+# The IP id of every packet we forge, so that the judgement never blames a
+# server for an RST that the harness itself put on the wire.
+FORGED_IP_ID = 0xE9A1
 FIN, SYN, RST = 0x01, 0x02, 0x04
 ZERO_WINDOW_EVIDENCE = "client advertised a zero window while the server had data to send"
 
@@ -45,6 +48,7 @@ class Segment:
     ack: int
     window: int
     length: int
+    forged: bool = False
 
 
 @dataclass
@@ -54,7 +58,7 @@ class _Flow:
 
 def segments_of(packets: Iterable[Any], server_port: int) -> list[Segment]:
     """scapy packets of one server port, as Segments in capture order."""
-    from scapy.layers.inet import TCP
+    from scapy.layers.inet import IP, TCP
 
     found = []
     for pkt in packets:
@@ -75,6 +79,7 @@ def segments_of(packets: Iterable[Any], server_port: int) -> list[Segment]:
                 tcp.ack,
                 tcp.window,
                 payload,
+                IP in pkt and pkt[IP].id == FORGED_IP_ID,
             )
         )
     return found
@@ -96,6 +101,10 @@ def _judge_flow(segments: list[Segment]) -> str | None:
     client_fin = server_fin = client_rst = False
     server_data_end: int | None = None  # sequence number after the server's last byte
     for seg in segments:
+        if seg.forged:
+            # Ours: from then on either side may reset, answering the other.
+            client_rst = True
+            continue
         if seg.from_server:
             if seg.flags & RST:
                 if client_rst:
@@ -244,10 +253,10 @@ def forged_reset(sock: Any, toward: str) -> Any:
             unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0"))[0]
             seq = (_queue_seq(sock, TCP_SEND_QUEUE) - unsent) & 0xFFFFFFFF
             tcp = TCP(sport=client_port, dport=server_port, flags="R", seq=seq)
-            return IP(src=client_ip, dst=server_ip) / tcp
+            return IP(src=client_ip, dst=server_ip, id=FORGED_IP_ID) / tcp
         seq = _queue_seq(sock, TCP_RECV_QUEUE)
         tcp = TCP(sport=server_port, dport=client_port, flags="R", seq=seq)
-        return IP(src=server_ip, dst=client_ip) / tcp
+        return IP(src=server_ip, dst=client_ip, id=FORGED_IP_ID) / tcp
     except OSError as exc:
         raise InjectionUnavailable(f"cannot read the connection's sequence numbers: {exc.strerror}") from exc
 

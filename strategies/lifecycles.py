@@ -33,6 +33,7 @@ from harness.script import (
     AbortConnect,
     Close,
     Connect,
+    InjectReset,
     Pause,
     Payload,
     Read,
@@ -90,6 +91,10 @@ class LifecycleKind(enum.Enum):
     RESET_PENDING = "reset-pending"
     #: Connect and RST at once, usually before the server has accepted.
     ABORT_CONNECT = "abort-connect"
+    #: An RST forged on the wire toward the server, as if from the client (needs root: the network lab).
+    INJECTED_RESET_TO_SERVER = "injected-reset-to-server"
+    #: An RST forged toward the client, as if from the server: the server meets it on its next send.
+    INJECTED_RESET_TO_CLIENT = "injected-reset-to-client"
 
 
 #: The kinds that make the client send an RST.
@@ -101,6 +106,8 @@ RESETTING_KINDS = frozenset(
         LifecycleKind.ABORT_CONNECT,
     }
 )
+#: The kinds that forge packets (the executor needs CAP_NET_RAW and CAP_NET_ADMIN for them).
+INJECTING_KINDS = frozenset({LifecycleKind.INJECTED_RESET_TO_SERVER, LifecycleKind.INJECTED_RESET_TO_CLIENT})
 ALL_KINDS = tuple(LifecycleKind)
 
 
@@ -114,11 +121,15 @@ class Limits:
     allow_resets: bool = True
     allow_delays: bool = True
     flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES
+    allow_injection: bool = False
 
     def kinds(self) -> tuple[LifecycleKind, ...]:
+        kinds = ALL_KINDS if self.allow_injection else tuple(k for k in ALL_KINDS if k not in INJECTING_KINDS)
+        if not self.allow_floods:
+            kinds = tuple(k for k in kinds if k is not LifecycleKind.INJECTED_RESET_TO_CLIENT)
         if self.allow_resets:
-            return ALL_KINDS
-        return tuple(k for k in ALL_KINDS if k not in RESETTING_KINDS)
+            return kinds
+        return tuple(k for k in kinds if k not in RESETTING_KINDS | INJECTING_KINDS)
 
     def ending_steps(self, kind: LifecycleKind) -> int:
         """At most how many steps the ending of ``kind`` takes (the Connect not included)."""
@@ -136,6 +147,8 @@ _ENDING_STEPS = {
     LifecycleKind.RESET_DRAINED: 2,
     LifecycleKind.RESET_PENDING: 2,
     LifecycleKind.ABORT_CONNECT: 0,
+    LifecycleKind.INJECTED_RESET_TO_SERVER: 1,
+    LifecycleKind.INJECTED_RESET_TO_CLIENT: 2,
 }
 
 
@@ -147,6 +160,7 @@ def check_limits(
     allow_resets: object,
     allow_delays: object,
     flood_buffer_bytes: object,
+    allow_injection: object = False,
 ) -> Limits:
     """Validate the shared arguments, as the public strategies take them, into a :class:`Limits`."""
     return Limits(
@@ -160,6 +174,7 @@ def check_limits(
         flood_buffer_bytes=check_integer(
             flood_buffer_bytes, "flood_buffer_bytes", min_value=1, max_value=MAX_BUFFER_BYTES
         ),
+        allow_injection=check_bool(allow_injection, "allow_injection"),
     )
 
 
@@ -462,6 +477,15 @@ def _ending(draw: st.DrawFn, state: _Connection, limits: Limits, kind: Lifecycle
     elif kind is LifecycleKind.RESET_DRAINED:
         _drain(draw, state, limits.allow_delays)
         state.steps.append(Reset(conn))
+    elif kind is LifecycleKind.INJECTED_RESET_TO_SERVER:
+        state.steps.append(InjectReset(conn, "server"))
+    elif kind is LifecycleKind.INJECTED_RESET_TO_CLIENT:
+        # A flood first: the server must have output pending, or nothing it
+        # does would ever meet the RST (an idle half-open connection is legal).
+        low = min_flood_size(limits.flood_buffer_bytes)
+        flood = draw_flood(draw, conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low))
+        state.steps.append(replace(flood, seed=state.seed()))
+        state.steps.append(InjectReset(conn, "client"))
     elif kind is LifecycleKind.RESET_PENDING:
         last = state.steps[-1]
         if not (isinstance(last, Send) and len(last.payload)):

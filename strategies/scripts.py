@@ -67,6 +67,7 @@ def scripts(
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     max_burst_count: int = DEFAULT_MAX_BURST_COUNT,
     flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES,
+    allow_injection: bool = False,
 ) -> st.SearchStrategy[Script]:
     """Valid scripts of 1..``max_connections`` interleaved connections and at most ``max_steps`` steps.
 
@@ -76,7 +77,9 @@ def scripts(
     connections; ``allow_resets``: no RST from the client at all when False
     (no Reset, no AbortConnect, no close with unread echo); ``allow_delays``:
     Pause steps, pauses between fragments, paced reads. Shrinks towards one
-    Connect.
+    Connect. ``allow_injection``: connections may also end with an RST forged
+    on the wire (InjectReset), toward the server or the client; the executor
+    needs root for it (the network lab).
     """
     check_integer(max_connections, "max_connections", min_value=1)
     check_integer(max_steps, "max_steps", min_value=1)
@@ -88,6 +91,7 @@ def scripts(
         allow_resets=allow_resets,
         allow_delays=allow_delays,
         flood_buffer_bytes=flood_buffer_bytes,
+        allow_injection=allow_injection,
     )
     check_bool(allow_bursts, "allow_bursts")
 

@@ -21,6 +21,7 @@ from harness.script import (
     Close,
     Connect,
     Flood,
+    InjectReset,
     Pause,
     Payload,
     Read,
@@ -148,14 +149,16 @@ def test_scripts_respect_every_switch(script: Script) -> None:
         assert not isinstance(step, Flood | BurstConnect | Reset | AbortConnect | Pause)
         assert getattr(step, "delay_ms", 0) == 0 and getattr(step, "pace_ms", 0) == 0
     # Without resets no close may leave echo unread: every Close follows a read of all that is owed.
-    owed: dict[int, bool] = {}
+    owed: dict[int, int] = {}
     for step in script:
         if isinstance(step, Send):
-            owed[step.conn] = owed.get(step.conn, False) or len(step.payload) > 0
+            owed[step.conn] = owed.get(step.conn, 0) + len(step.payload)
         elif isinstance(step, ReadToEof) or (isinstance(step, Read) and step.nbytes is None):
-            owed[step.conn] = False
+            owed[step.conn] = 0
+        elif isinstance(step, Read):
+            owed[step.conn] = max(0, owed.get(step.conn, 0) - (step.nbytes or 0))
         elif isinstance(step, Close):
-            assert not owed.get(step.conn, False), script
+            assert not owed.get(step.conn, 0), script
 
 
 @FAST
@@ -182,8 +185,13 @@ def test_lifecycles_are_valid_alone_and_end_as_their_kind(data: st.DataObject) -
         LifecycleKind.RESET_PENDING: (Reset,),
         LifecycleKind.ABORT_CONNECT: (AbortConnect,),
         LifecycleKind.IDLE: (Connect, Send, Read, Pause, Flood),
+        LifecycleKind.INJECTED_RESET_TO_SERVER: (InjectReset,),
+        LifecycleKind.INJECTED_RESET_TO_CLIENT: (InjectReset,),
     }
     assert issubclass(last, expected[kind])
+    if kind is LifecycleKind.INJECTED_RESET_TO_CLIENT:
+        # The server must have output pending, or it would never meet the forged RST.
+        assert isinstance(steps[-2], Flood)
     if kind is LifecycleKind.RESET_PENDING:
         assert isinstance(steps[-2], Send) and len(steps[-2].payload) >= 1
     if kind is LifecycleKind.HALF_CLOSE:
@@ -384,3 +392,19 @@ def test_fragmentations_shrink_to_one_write() -> None:
     assert minimal(fragmentations(100_000), lambda f: f.delay_ms > 0).delay_ms == 1
     mss = minimal(fragmentations(100_000), lambda f: ETHERNET_MSS in f.fragments)
     assert set(mss.fragments) == {ETHERNET_MSS}
+
+
+@FAST
+@given(scripts())
+def test_no_forged_packets_unless_asked_for(script: Script) -> None:
+    assert not any(isinstance(step, InjectReset) for step in script)
+
+
+def test_injection_shrinks_to_one_forged_reset() -> None:
+    script = minimal(
+        scripts(allow_injection=True), lambda s: any(isinstance(x, InjectReset) for x in s), tries=3000
+    )
+    # Usually (Connect(0), InjectReset(0, "server")); shrinking is not always that thorough in 3000 tries.
+    assert script.steps[0] == Connect(0)
+    assert len(script.steps) <= 3, script
+    assert isinstance(script.steps[-1], InjectReset)
