@@ -16,6 +16,7 @@ script's connections open and idle); compare RSS growth to the bound
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from harness.errors import ServerDiedError, ServerStartError
 from harness.executor import Executor, Transcript
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.observe import ServerObserver, server_send_queue
+from harness.oracle import NO_CROSSTALK
 from harness.process import ServerProcess
 from harness.properties import (
     BOUNDED_MEMORY,
@@ -37,6 +39,10 @@ from harness.script import Script
 
 PROBE_MESSAGE = b"epoll-harness probe\n"
 SETTLE_ROUNDS = 3
+# Fresh connections opened at once after each script (one per connection of the script, up to this).
+MAX_PROBES = 8
+# Runnable (on a CPU or queued for one) this much of an idle window: a busy loop, however loaded the host.
+SPIN_RUNNABLE_FRACTION = 0.9
 
 
 @dataclass
@@ -183,12 +189,27 @@ class Checker:
                         )
 
     def _busy_fraction(self) -> float | None:
-        """The CPU fraction if the server spins while it should be idle, else None."""
+        """The fraction of a core the server takes (or wants) if it spins while it should be idle.
+
+        CPU time above ``idle_cpu_fraction`` is a busy loop. But what a
+        spinning process *gets* depends on the machine's load (53 % on a
+        loaded two-core host), so a loop is also recognised by the time it was
+        *runnable*, on a CPU or waiting in the run queue
+        (``/proc/PID/task/*/schedstat``): nearly all of the window for a busy
+        loop whatever else runs, while a server with a little work left (or
+        one that is exiting) is runnable only for that work and its wait.
+        """
         assert self.observer is not None
         if not self.observer.looks_busy():
             return None
-        fraction = self.observer.cpu_fraction(self.limits.idle_window)
-        return fraction if fraction > self.limits.idle_cpu_fraction else None
+        cpu_before = self.observer.usage().cpu_seconds
+        started = time.monotonic()
+        runnable = _runnable_fraction(self.observer, self.limits.idle_window)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        cpu = (self.observer.usage().cpu_seconds - cpu_before) / elapsed
+        if runnable is not None and runnable >= SPIN_RUNNABLE_FRACTION:
+            return max(cpu, runnable)
+        return cpu if cpu > self.limits.idle_cpu_fraction else None
 
     def _after_script(self, transcript: Transcript, rss_before: int) -> list[Violation]:
         found: list[Violation] = []
@@ -197,9 +218,9 @@ class Checker:
                 self.server.ensure_alive()
             except ServerDiedError as exc:
                 return [Violation(SURVIVES, str(exc))]
-        problem = self.probe()
-        if problem is not None:
-            return [Violation(SURVIVES, f"a fresh connection after the script failed: {problem}")]
+        probe_violation = self._probe_after(transcript)
+        if probe_violation is not None:
+            return [probe_violation]
         if self.observer is None:
             return found
         count = self.observer.wait_fds(self.fd_baseline, self.limits.cleanup_timeout)
@@ -238,6 +259,64 @@ class Checker:
             )
         return text
 
+    def _probe_after(self, transcript: Transcript) -> Violation | None:
+        """Fresh connections after the script, all open at once, each must echo its own message.
+
+        As many as the script had connections (up to :data:`MAX_PROBES`): the
+        kernel hands out the lowest free descriptors, so between them they
+        take the numbers the script's connections freed, and a server that
+        kept per-fd state (output still queued for a client that reset) hands
+        it to one of them. That is caught here, in the script that caused it,
+        rather than in whichever later script happens to get the descriptor,
+        where it would neither be recognised nor replay.
+        """
+        count = min(max(1, len(transcript.client_ports)), MAX_PROBES)
+        messages = [PROBE_MESSAGE] + [b"epoll-harness probe %d\n" % i for i in range(1, count)]
+        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+        socks: list[socket.socket] = []
+        try:
+            for message in messages:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.settimeout(self.limits.connect_timeout)
+                sock.connect(self.address)
+                sock.settimeout(self.limits.stall_timeout)
+                sock.sendall(message)
+            for i, (sock, message) in enumerate(zip(socks, messages, strict=True)):
+                got = b""
+                while len(got) < len(message):
+                    chunk = sock.recv(len(message) - len(got))
+                    if not chunk:
+                        return self._probe_violation(f"the server closed the connection after {got!r}")
+                    got += chunk
+                if got != message:
+                    pairs = enumerate(zip(got, message, strict=True))
+                    offset = next((k for k, (a, b) in pairs if a != b), len(got))
+                    others = {j: m for j, m in enumerate(messages) if j != i}
+                    source = transcript.oracle.sender_of(got[offset:])
+                    if source is None:
+                        source = next((f"probe {j}" for j, m in others.items() if got[offset:] in m), None)
+                    if source is not None:
+                        return Violation(
+                            NO_CROSSTALK,
+                            f"a fresh connection opened after the script received bytes that connection "
+                            f"{source!r} sent (state kept from a closed connection?): sent {message!r}, "
+                            f"received {got!r}",
+                        )
+                    return self._probe_violation(f"sent {message!r}, received {got!r}")
+        except TimeoutError:
+            return self._probe_violation(f"no echo within {self.limits.stall_timeout:.1f} s")
+        except OSError as exc:
+            return self._probe_violation(f"{type(exc).__name__}: {exc.strerror or exc}")
+        finally:
+            for sock in socks:
+                sock.close()
+        return None
+
+    @staticmethod
+    def _probe_violation(problem: str) -> Violation:
+        return Violation(SURVIVES, f"a fresh connection after the script failed: {problem}")
+
     def probe(self) -> str | None:
         """Echo one short message on a fresh connection; a description of what failed, or None."""
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
@@ -260,3 +339,38 @@ class Checker:
         except OSError as exc:
             return f"{type(exc).__name__}: {exc.strerror or exc}"
         return None
+
+
+def _runnable_fraction(observer: ServerObserver, window: float) -> float | None:
+    """Time the server's threads were runnable (on a CPU or queued for one) over ``window``, per second.
+
+    None when a thread's ``schedstat`` cannot be read (a kernel without
+    CONFIG_SCHED_INFO, or the process went away).
+    """
+    before = _runnable_seconds(observer)
+    started = time.monotonic()
+    time.sleep(window)
+    after = _runnable_seconds(observer)
+    if before is None or after is None:
+        return None
+    return max(0.0, after - before) / max(time.monotonic() - started, 1e-6)
+
+
+def _runnable_seconds(observer: ServerObserver) -> float | None:
+    total = 0
+    read = 0
+    for proc in observer.tree():
+        tasks = f"/proc/{proc.pid}/task"
+        try:
+            tids = os.listdir(tasks)
+        except OSError:
+            continue  # the process is gone
+        for tid in tids:
+            try:
+                with open(f"{tasks}/{tid}/schedstat") as fh:
+                    on_cpu, waiting = fh.read().split()[:2]
+            except (OSError, ValueError):
+                continue  # the thread is gone, or no schedstat here
+            total += int(on_cpu) + int(waiting)
+            read += 1
+    return total / 1e9 if read else None

@@ -146,6 +146,10 @@ class EchoOracle:
         found = (self.problem(conn) for conn in self._streams)
         return [p for p in found if p is not None]
 
+    def sender_of(self, data: bytes) -> Hashable | None:
+        """A connection whose sent bytes contain ``data`` (a run long enough not to be chance), or None."""
+        return self._source_of(None, data)
+
     @property
     def connections(self) -> list[Hashable]:
         return list(self._streams)

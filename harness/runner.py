@@ -7,14 +7,25 @@ distinct bugs apart, shrinks each to a minimal script, and replays each
 minimal script last: the last failing script recorded for a property is its
 reproducer.
 
+Hypothesis stops looking soon after its first bug (it then shrinks what it
+has), so the search goes on in *rounds*: while budget remains, another
+Hypothesis run (seed + round) looks for properties that have no reproducer
+yet, the ones that have being ignored in its verdicts. A server whose easy
+bug (say, a leaked fd on close) is found first is still searched for its
+harder one (no EOF after a half-close).
+
 Budgets: ``max_examples`` bounds the search and ``time_budget`` bounds its
-wall-clock time (once spent, examples are no longer run). Shrinking a found
-bug gets ``shrink_budget`` seconds more; past that the smallest failing
-script found so far is reported as it is.
+wall-clock time (once spent, examples are no longer run). Shrinking the bugs
+a round found gets ``shrink_budget`` seconds from the round's first find (never
+past ``time_budget + shrink_budget``); past that the smallest failing script
+found so far is reported as it is, and the next round starts. ``until_found``
+ends the search early, once each of its properties has been violated.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -91,6 +102,9 @@ class CheckConfig:
     artifacts: Path = Path("epoll-harness-artifacts")
     database: Path | None = Path(".hypothesis") / "epoll-harness"
     scenarios: bool = True
+    # End the search once every one of these properties has been violated (shrinking still gets
+    # its budget): a known bug that only needs to be seen again, as in the mutation self-test.
+    until_found: frozenset[str] = frozenset()
 
     @property
     def described_server(self) -> str:
@@ -114,6 +128,7 @@ class _RunState:
     failures: dict[str, _Failure] = field(default_factory=dict)
     first_found: dict[str, float] = field(default_factory=dict)
     evidence: Counter[str] = field(default_factory=Counter)
+    seen: set[str] = field(default_factory=set)  # every property violated, with a reproducer or not
 
 
 Progress = Callable[[RunReport], None]
@@ -142,6 +157,13 @@ def run_check(
         assert config.server_command is not None
         checker = Checker(ServerProcess(config.server_command), limits=config.limits)
     state = _RunState(time.monotonic())
+    # The fixed scenario is the one way to see some accept-robust bugs (EMFILE): when the run
+    # is only after known bugs, it goes first, so that a search need not wait for it.
+    scenarios_first = config.scenarios and ACCEPT_ROBUST in config.until_found
+    if scenarios_first:
+        _run_scenarios(config, report)
+        if report.properties[ACCEPT_ROBUST].violations:
+            state.seen.add(ACCEPT_ROBUST)
     try:
         checker.start()
         chosen = strategy if strategy is not None else default_strategy()
@@ -153,7 +175,7 @@ def run_check(
     _record_failures(config, report, state)
     if stop is not None and stop.signal is not None:
         raise Interrupted
-    if config.scenarios:
+    if config.scenarios and not scenarios_first:
         _run_scenarios(config, report)
     report.seconds = time.monotonic() - state.started
     return report
@@ -168,31 +190,67 @@ def _run_hypothesis(
     progress: Progress | None,
     stop: StopSignal | None,
 ) -> None:
-    search_deadline = state.started + config.time_budget
+    deadline = [state.started + config.time_budget]  # moved earlier once until_found is satisfied
+    last = state.started + config.time_budget + config.shrink_budget  # nothing runs past this
+    # A property with a reproducer already (from the scenario) is not searched for again.
+    before = frozenset(name for name, stats in report.properties.items() if stats.violations)
+    for round_ in itertools.count():
+        known = before | frozenset(state.failures)
+        _search_round(config, checker, strategy, report, state, progress, stop, round_, known, deadline, last)
+        if (
+            time.monotonic() >= deadline[0]
+            or report.examples >= config.max_examples
+            or before | frozenset(state.failures) == known  # nothing new: Hypothesis ran out of examples
+        ):
+            return
+
+
+def _search_round(
+    config: CheckConfig,
+    checker: Checker,
+    strategy: st.SearchStrategy[Script],
+    report: RunReport,
+    state: _RunState,
+    progress: Progress | None,
+    stop: StopSignal | None,
+    round_: int,
+    known: frozenset[str],
+    deadline: list[float],
+    last: float,
+) -> None:
+    """One Hypothesis run; violations of the ``known`` properties (they have a reproducer) do not fail it."""
+    round_end = [last]  # the shrink window, from this round's first find
+    found = [False]  # has this round found anything new?
 
     def one_example(script: Script) -> None:
         if stop is not None and stop.signal is not None:
             raise Interrupted
         now = time.monotonic()
-        if not state.failures and now > search_deadline:
-            return  # the search budget is spent: let Hypothesis run out of examples
-        if state.failures and now > search_deadline + config.shrink_budget:
-            raise _BudgetSpent
+        if now > round_end[0] or (not found[0] and now > deadline[0]):
+            raise _BudgetSpent  # the search is over, or this round's shrinking is
         outcome = checker.check(script)
         _count(report, outcome)
         state.evidence.update(outcome.evidence)
         if progress is not None:
             progress(report)
-        if outcome.violations:
-            worst = primary(outcome.violations)
-            elapsed = time.monotonic() - state.started
+        new = [v for v in outcome.violations if v.property_name not in known]
+        if new:
+            worst = primary(new)
+            now = time.monotonic()
+            elapsed = now - state.started
             state.first_found.setdefault(worst.property_name, elapsed)
             state.failures[worst.property_name] = _Failure(script, worst, outcome.violations, elapsed)
-        enforce(outcome)
+            round_end[0] = min(round_end[0], now + config.shrink_budget)
+            found[0] = True
+        state.seen.update(v.property_name for v in outcome.violations)
+        if config.until_found and config.until_found <= state.seen:
+            deadline[0] = min(deadline[0], time.monotonic())
+        enforce(dataclasses.replace(outcome, violations=new) if known else outcome)
 
-    database = DirectoryBasedExampleDatabase(str(config.database)) if config.database else None
+    # Later rounds ignore some violations: they must not touch the saved examples.
+    database = DirectoryBasedExampleDatabase(str(config.database)) if config.database and not round_ else None
     test = settings(
-        max_examples=config.max_examples,
+        max_examples=max(1, config.max_examples - report.examples),
         deadline=None,
         database=database,
         derandomize=False,
@@ -202,7 +260,7 @@ def _run_hypothesis(
         print_blob=False,
     )(given(strategy)(one_example))
     if config.seed is not None:
-        test = hypothesis_seed(config.seed)(test)
+        test = hypothesis_seed(config.seed + round_)(test)
     try:
         test()
     except _BudgetSpent:
