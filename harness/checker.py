@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.errors import ServerDiedError, ServerStartError
 from harness.executor import Executor, Transcript
@@ -38,6 +39,7 @@ from harness.properties import (
 from harness.script import Script
 
 PROBE_MESSAGE = b"epoll-harness probe\n"
+CAPTURE_TAIL = 0.05  # segments in flight when a script returns reach the capture within this
 SETTLE_ROUNDS = 3
 # Fresh connections opened at once after each script (one per connection of the script, up to this).
 MAX_PROBES = 8
@@ -68,6 +70,7 @@ class Checker:
         address: tuple[str, int] | None = None,
         pid: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        capture_dir: Path | None = None,
     ) -> None:
         if server is None and address is None:
             raise ValueError("give a ServerProcess or an address")
@@ -75,6 +78,10 @@ class Checker:
         self._address = address
         self._pid = pid
         self.limits = limits
+        # With a directory, every script runs under a packet capture: judged on
+        # the wire (graceful-fin) and saved there as NNNNN.pcap.
+        self.capture_dir = capture_dir
+        self.captures = 0
         self.observer: ServerObserver | None = None
         self.fd_baseline = 0
         self.restarts = 0
@@ -147,14 +154,33 @@ class Checker:
         rss_before = self.observer.rss() if self.observer else 0
         self._rss_peak = rss_before
         executor = Executor(self.address, self.limits, self._checkpoint)
-        transcript = executor.run(script)
-        violations = judge_transcript(transcript) + self._checks
+        if self.capture_dir is None:
+            transcript = executor.run(script)
+            on_the_wire: list[Violation] = []
+        else:
+            transcript, on_the_wire = self._run_captured(executor, script)
+        violations = judge_transcript(transcript) + self._checks + on_the_wire
         violations += self._after_script(transcript, rss_before)
         outcome = Outcome(script, violations, transcript, set(transcript.evidence))
         if violations and self.server is not None:
             self.restart()
         outcome.seconds = time.monotonic() - started
         return outcome
+
+    def _run_captured(self, executor: Executor, script: Script) -> tuple[Transcript, list[Violation]]:
+        from harness.wire import ZERO_WINDOW_EVIDENCE, Capture, judge_graceful_fin, zero_window_seen
+
+        assert self.capture_dir is not None
+        capture = Capture(self.address[1])
+        with capture:
+            transcript = executor.run(script)
+            time.sleep(CAPTURE_TAIL)
+        self.captures += 1
+        capture.save(self.capture_dir / f"{self.captures:05d}.pcap")
+        segments = capture.segments()
+        if zero_window_seen(segments):
+            transcript.evidence.add(ZERO_WINDOW_EVIDENCE)
+        return transcript, judge_graceful_fin(segments)
 
     def _checkpoint(self, name: str, executor: Executor) -> None:
         if self.observer is None:

@@ -28,7 +28,7 @@ from harness.lab import replay_with_capture
 from harness.limits import DEFAULT_LIMITS, MIB, Limits
 from harness.netns import NetnsUnavailable, NetworkSetup, choose_network, host_setup
 from harness.process import ServerCommand, reference_command
-from harness.properties import PROPERTIES
+from harness.properties import GRACEFUL_FIN, PROPERTIES
 from harness.report import Reproducer, RunReport
 from harness.runner import (
     DEFAULT_MAX_EXAMPLES,
@@ -41,7 +41,6 @@ from harness.runner import (
     run_check,
 )
 from harness.script import Script
-from harness.wire import GRACEFUL_FIN
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -220,10 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--quiet", action="store_true", help="no progress display")
     output.add_argument(
         "--capture",
-        choices=("failures", "never"),
+        choices=("failures", "always", "never"),
         default="failures",
         help="failures (default): replay each reproducer under a packet capture (scapy) and save\n"
-        "repro-<property>.pcap beside it; never: no capture",
+        "repro-<property>.pcap beside it; always: capture every script too (judging graceful-fin\n"
+        "on the wire; pcaps in ARTIFACTS/captures/); never: no capture",
     )
 
     rep = sub.add_parser(
@@ -288,6 +288,7 @@ def _check_config(ns: argparse.Namespace) -> CheckConfig:
         artifacts=ns.artifacts,
         database=None if ns.no_database else Path(".hypothesis") / "epoll-harness",
         scenarios=not ns.no_scenarios and ns.attach is None,
+        capture_dir=ns.artifacts / "captures" if ns.capture == "always" and ns.attach is None else None,
     )
 
 
@@ -363,7 +364,7 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
     else:
         report = run_check(config, strategy, stop=stop)
     report.network = network.describe()
-    if ns.capture == "failures" and config.server_command is not None:
+    if ns.capture != "never" and config.server_command is not None:
         _capture_failures(report, config.server_command, config.limits)
     if ns.report is not None:
         report.save(ns.report)

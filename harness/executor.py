@@ -375,6 +375,12 @@ class Executor:
             return
         from harness.wire import InjectionUnavailable, inject_reset
 
+        if step.toward == "client" and self._pending_in_server(client) <= 0:
+            # Nothing the server still has to send: it would never meet the
+            # RST, and an idle half-open connection is not a server bug.
+            self.transcript.evidence.add("no RST forged toward the client: nothing was pending in the server")
+            self._close(client)
+            return
         try:
             inject_reset(client.sock, step.toward)
         except InjectionUnavailable as exc:

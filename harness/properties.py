@@ -22,6 +22,7 @@ IDLE_CPU = "idle-cpu"
 BOUNDED_MEMORY = "bounded-memory"
 NO_HOL_BLOCKING = "no-head-of-line-blocking"
 ACCEPT_ROBUST = "accept-robust"
+GRACEFUL_FIN = "graceful-fin"  # judged on the wire, when packets are captured
 
 PROPERTIES: dict[str, str] = {
     ECHO_EXACT: "every byte received is the byte sent at that position, nothing extra",
@@ -34,6 +35,7 @@ PROPERTIES: dict[str, str] = {
     BOUNDED_MEMORY: "the server's RSS growth while clients flood without reading stays under the bound",
     NO_HOL_BLOCKING: "while one client does not read, the others are still served",
     ACCEPT_ROBUST: "bursts of connects are served; aborted connects and fd exhaustion neither kill nor spin",
+    GRACEFUL_FIN: "on the wire: after the client's FIN the server ends with FIN after its last byte, not RST",
 }
 
 # When one script breaks several properties, the first of this order is the
@@ -46,6 +48,7 @@ PRIORITY = (
     NO_HOL_BLOCKING,
     ECHO_COMPLETE,
     HALF_CLOSE,
+    GRACEFUL_FIN,
     ACCEPT_ROBUST,
     CLEANUP,
     IDLE_CPU,
@@ -110,7 +113,8 @@ def exercised(script: Script) -> set[str]:
     connections = len(script.connection_ids)
     bursts = any(isinstance(s, BurstConnect) for s in steps)
     floods = any(isinstance(s, Flood) for s in steps)
-    found = {ECHO_EXACT, ECHO_COMPLETE, SURVIVES, CLEANUP, IDLE_CPU}
+    # Every connection ends with a close by the client, which graceful-fin judges.
+    found = {ECHO_EXACT, ECHO_COMPLETE, SURVIVES, CLEANUP, IDLE_CPU, GRACEFUL_FIN}
     if any(isinstance(s, ShutdownWrite) for s in steps):
         found.add(HALF_CLOSE)
     if connections >= 2 or bursts:

@@ -46,6 +46,7 @@ from harness.properties import (
     ACCEPT_ROBUST,
     BOUNDED_MEMORY,
     CLEANUP,
+    GRACEFUL_FIN,
     IDLE_CPU,
     SURVIVES,
     Violation,
@@ -105,6 +106,8 @@ class CheckConfig:
     # End the search once every one of these properties has been violated (shrinking still gets
     # its budget): a known bug that only needs to be seen again, as in the mutation self-test.
     until_found: frozenset[str] = frozenset()
+    # Capture every script's packets here (graceful-fin is judged only then); None: no capture.
+    capture_dir: Path | None = None
 
     @property
     def described_server(self) -> str:
@@ -148,6 +151,8 @@ def run_check(
 ) -> RunReport:
     """Run every property against the configured server; never leaves a server running."""
     report = RunReport(config.described_server, config.seed)
+    if config.capture_dir is None:
+        report.properties[GRACEFUL_FIN].skipped = "judged on captured packets: use --capture always"
     if config.attach is not None:
         checker = Checker(address=config.attach, pid=config.pid, limits=config.limits)
         if config.pid is None:
@@ -155,7 +160,9 @@ def run_check(
                 report.properties[name].skipped = "needs --pid to observe the server process"
     else:
         assert config.server_command is not None
-        checker = Checker(ServerProcess(config.server_command), limits=config.limits)
+        checker = Checker(
+            ServerProcess(config.server_command), limits=config.limits, capture_dir=config.capture_dir
+        )
     state = _RunState(time.monotonic())
     # The fixed scenario is the one way to see some accept-robust bugs (EMFILE): when the run
     # is only after known bugs, it goes first, so that a search need not wait for it.

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.properties import Violation
+from harness.properties import GRACEFUL_FIN, Violation
 
-GRACEFUL_FIN = "graceful-fin"
 # The IP id of every packet we forge, so that the judgement never blames a
 # server for an RST that the harness itself put on the wire.
 FORGED_IP_ID = 0xE9A1
@@ -207,6 +206,7 @@ TCP_QUEUE_SEQ = 21
 TCP_RECV_QUEUE = 1
 TCP_SEND_QUEUE = 2
 SIOCOUTQNSD = 0x894B  # bytes queued but not yet sent
+WINDOW = 65535
 
 
 class InjectionUnavailable(Exception):
@@ -232,14 +232,21 @@ def _queue_seq(sock: Any, queue: int) -> int:
         sock.setsockopt(socket_module.IPPROTO_TCP, TCP_REPAIR, 0)
 
 
-def forged_reset(sock: Any, toward: str) -> Any:
-    """An RST (a scapy packet) that the peer of ``sock``'s connection will accept.
+def forged_packets(sock: Any, toward: str) -> list[Any]:
+    """The packets (scapy) that reset ``sock``'s connection toward one side, in sending order.
 
-    Toward the server, its sequence number is the client's ``snd_nxt``
-    (``write_seq`` less what is queued but unsent): on loopback everything
-    sent has arrived, so that is exactly the server's ``rcv_nxt``, and an
-    in-window but inexact RST would only earn a challenge ACK (RFC 5961).
-    Toward the client, it is the client's own ``rcv_nxt``.
+    Toward the server: one RST whose sequence number is the client's
+    ``snd_nxt`` (``write_seq`` less what is queued but unsent). On loopback
+    everything sent has arrived, so that is exactly the server's ``rcv_nxt``;
+    an in-window but inexact RST would only earn a challenge ACK (RFC 5961).
+
+    Toward the client: an RST at the client's own ``rcv_nxt``, then, as if
+    from the client, a window update to the server. The server has output
+    pending (the strategies only do this after a flood) but the client's
+    window was closed: without the update, the server's stack would only
+    find out at its next zero-window probe, seconds away once the persist
+    timer has backed off. With it, the server sends at once, the client's
+    stack (no socket any more) answers RST, and the server sees ECONNRESET.
     """
     import fcntl
     import struct
@@ -249,28 +256,35 @@ def forged_reset(sock: Any, toward: str) -> Any:
     client_ip, client_port = sock.getsockname()[:2]
     server_ip, server_port = sock.getpeername()[:2]
     try:
-        if toward == "server":
-            unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0"))[0]
-            seq = (_queue_seq(sock, TCP_SEND_QUEUE) - unsent) & 0xFFFFFFFF
-            tcp = TCP(sport=client_port, dport=server_port, flags="R", seq=seq)
-            return IP(src=client_ip, dst=server_ip, id=FORGED_IP_ID) / tcp
-        seq = _queue_seq(sock, TCP_RECV_QUEUE)
-        tcp = TCP(sport=server_port, dport=client_port, flags="R", seq=seq)
-        return IP(src=server_ip, dst=client_ip, id=FORGED_IP_ID) / tcp
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0"))[0]
+        client_next = (_queue_seq(sock, TCP_SEND_QUEUE) - unsent) & 0xFFFFFFFF
+        client_acked = _queue_seq(sock, TCP_RECV_QUEUE)
     except OSError as exc:
         raise InjectionUnavailable(f"cannot read the connection's sequence numbers: {exc.strerror}") from exc
+    to_server = IP(src=client_ip, dst=server_ip, id=FORGED_IP_ID)
+    if toward == "server":
+        return [to_server / TCP(sport=client_port, dport=server_port, flags="R", seq=client_next)]
+    to_client = IP(src=server_ip, dst=client_ip, id=FORGED_IP_ID)
+    return [
+        to_client / TCP(sport=server_port, dport=client_port, flags="R", seq=client_acked),
+        to_server
+        / TCP(
+            sport=client_port, dport=server_port, flags="A", seq=client_next, ack=client_acked, window=WINDOW
+        ),
+    ]
 
 
 def inject_reset(sock: Any, toward: str) -> None:
-    """Send a forged RST into ``sock``'s connection, through a raw IP socket."""
+    """Send forged packets that reset ``sock``'s connection, through a raw IP socket."""
     from scapy.supersocket import L3RawSocket
 
-    packet = forged_reset(sock, toward)
+    packets = forged_packets(sock, toward)
     try:
         raw = L3RawSocket()
     except OSError as exc:
         raise InjectionUnavailable(f"cannot open a raw socket: {exc.strerror}") from exc
     try:
-        raw.send(packet)
+        for packet in packets:
+            raw.send(packet)
     finally:
         raw.close()
