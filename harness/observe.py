@@ -24,6 +24,9 @@ from harness.errors import ServerDiedError
 
 POLL_INTERVAL = 0.002
 BUSY_SAMPLES = 3
+# psutil finds children by reading every /proc/<pid>/stat of the host; the
+# tree is reused for this long, so an example scans once or twice, not ten times.
+TREE_TTL = 0.1
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,18 @@ class ServerObserver:
             self.root = psutil.Process(pid)
         except psutil.NoSuchProcess as exc:
             raise ServerDiedError(f"no server process with pid {pid}") from exc
+        self._tree: list[psutil.Process] = []
+        self._tree_at = -TREE_TTL
 
     def tree(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        now = time.monotonic()
+        if now - self._tree_at > TREE_TTL:
+            try:
+                self._tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                self._tree = []
+            self._tree_at = now
+        return self._tree
 
     @property
     def alive(self) -> bool:
@@ -122,15 +131,18 @@ class ServerObserver:
         return count
 
     def looks_busy(self) -> bool:
-        """Is any process of the tree on a CPU (state R) at a moment it should sleep?"""
-        for _ in range(BUSY_SAMPLES):
-            for proc in self.tree():
-                try:
-                    if proc.status() == psutil.STATUS_RUNNING:
-                        return True
-                except psutil.Error:
-                    continue
-        return False
+        """Is a process of the tree runnable (state R) in each of BUSY_SAMPLES samples, POLL_INTERVAL apart?
+
+        A busy loop is runnable all the time (R counts waiting for a CPU too);
+        a server still finishing the script's last events is asleep in
+        epoll_wait a millisecond later, and must not cost an idle-CPU window.
+        """
+        for sample in range(BUSY_SAMPLES):
+            if sample:
+                time.sleep(POLL_INTERVAL)
+            if not any(_running(proc) for proc in self.tree()):
+                return False
+        return True
 
     def cpu_fraction(self, window: float) -> float:
         """CPU used by the tree over ``window`` seconds, as a fraction of one core."""
@@ -139,6 +151,13 @@ class ServerObserver:
         time.sleep(window)
         after = self.usage().cpu_seconds
         return (after - before) / max(time.monotonic() - started, 1e-6)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() == psutil.STATUS_RUNNING)
+    except psutil.Error:
+        return False
 
 
 def server_send_queue(pid: int, server_port: int, client_port: int) -> int | None:
