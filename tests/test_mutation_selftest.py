@@ -44,7 +44,7 @@ SHRINK_BUDGET = 2.0
 CATCH_WITHIN = 60.0
 SEED_SERVER_PROPERTIES = frozenset({"cleanup", "idle-cpu", "half-close", "survives", "accept-robust"})
 # The seed's server dies (survives) only when a client's reset lands between its epoll.poll() and
-# its recv()/getpeername() (bug 4 of its docstring): a race, seen in 2 of 5 runs while this test
+# its recv()/getpeername() (bug 4 of its docstring): a race, seen in 2 of 6 runs while this test
 # was written. The run searches for it (until_found); the test does not insist on it.
 RACY = {"seed_server": frozenset({"survives"})}
 
