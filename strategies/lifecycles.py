@@ -91,6 +91,12 @@ class LifecycleKind(enum.Enum):
     RESET_PENDING = "reset-pending"
     #: Connect and RST at once, usually before the server has accepted.
     ABORT_CONNECT = "abort-connect"
+    #: A flood, then shutdown(SHUT_WR) at once: the half-close arrives while the server's output
+    #: queue is full (servers that drop or truncate pending output on EOF are caught here).
+    HALF_CLOSE_PENDING = "half-close-pending"
+    #: A flood, then close() at once with the echo unread: the kernel sends RST while the server
+    #: holds queued output for this fd (stale per-fd state shows up on the next connection).
+    CLOSE_PENDING = "close-pending"
     #: An RST forged on the wire toward the server, as if from the client (needs root: the network lab).
     INJECTED_RESET_TO_SERVER = "injected-reset-to-server"
     #: An RST forged toward the client, as if from the server: the server meets it on its next send.
@@ -104,7 +110,12 @@ RESETTING_KINDS = frozenset(
         LifecycleKind.RESET_DRAINED,
         LifecycleKind.RESET_PENDING,
         LifecycleKind.ABORT_CONNECT,
+        LifecycleKind.CLOSE_PENDING,
     }
+)
+#: The kinds that need a flood.
+FLOODING_KINDS = frozenset(
+    {LifecycleKind.HALF_CLOSE_PENDING, LifecycleKind.CLOSE_PENDING, LifecycleKind.INJECTED_RESET_TO_CLIENT}
 )
 #: The kinds that forge packets (the executor needs CAP_NET_RAW and CAP_NET_ADMIN for them).
 INJECTING_KINDS = frozenset({LifecycleKind.INJECTED_RESET_TO_SERVER, LifecycleKind.INJECTED_RESET_TO_CLIENT})
@@ -126,7 +137,7 @@ class Limits:
     def kinds(self) -> tuple[LifecycleKind, ...]:
         kinds = ALL_KINDS if self.allow_injection else tuple(k for k in ALL_KINDS if k not in INJECTING_KINDS)
         if not self.allow_floods:
-            kinds = tuple(k for k in kinds if k is not LifecycleKind.INJECTED_RESET_TO_CLIENT)
+            kinds = tuple(k for k in kinds if k not in FLOODING_KINDS)
         if self.allow_resets:
             return kinds
         return tuple(k for k in kinds if k not in RESETTING_KINDS | INJECTING_KINDS)
@@ -147,6 +158,8 @@ _ENDING_STEPS = {
     LifecycleKind.RESET_DRAINED: 2,
     LifecycleKind.RESET_PENDING: 2,
     LifecycleKind.ABORT_CONNECT: 0,
+    LifecycleKind.HALF_CLOSE_PENDING: 4,
+    LifecycleKind.CLOSE_PENDING: 2,
     LifecycleKind.INJECTED_RESET_TO_SERVER: 1,
     LifecycleKind.INJECTED_RESET_TO_CLIENT: 2,
 }
@@ -316,7 +329,12 @@ class _Connection:
 def fitting_kinds(
     kinds: Iterable[LifecycleKind], limits: Limits, max_steps: int
 ) -> tuple[LifecycleKind, ...]:
-    return tuple(k for k in kinds if 1 + limits.ending_steps(k) <= max_steps)
+    # Kinds that need a flood fit only where floods are allowed (a script caps its floods).
+    return tuple(
+        k
+        for k in kinds
+        if 1 + limits.ending_steps(k) <= max_steps and (limits.allow_floods or k not in FLOODING_KINDS)
+    )
 
 
 def draw_lifecycle(
@@ -456,6 +474,14 @@ def _pacing(draw: st.DrawFn, amount: int, allow_delays: bool) -> tuple[int | Non
     return chunk, pace
 
 
+def _append_flood(draw: st.DrawFn, state: _Connection, limits: Limits) -> None:
+    low = min_flood_size(limits.flood_buffer_bytes)
+    flood = draw_flood(draw, state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low))
+    state.steps.append(replace(flood, seed=state.seed()))
+    state.owed_max += flood.size
+    state.flooded = True
+
+
 def _ending(draw: st.DrawFn, state: _Connection, limits: Limits, kind: LifecycleKind) -> None:
     conn = state.conn
     if kind is LifecycleKind.IDLE:
@@ -477,14 +503,20 @@ def _ending(draw: st.DrawFn, state: _Connection, limits: Limits, kind: Lifecycle
     elif kind is LifecycleKind.RESET_DRAINED:
         _drain(draw, state, limits.allow_delays)
         state.steps.append(Reset(conn))
+    elif kind is LifecycleKind.HALF_CLOSE_PENDING:
+        _append_flood(draw, state, limits)
+        state.steps.append(ShutdownWrite(conn))
+        state.read_all(ReadToEof(conn))
+        state.steps.append(Close(conn))
+    elif kind is LifecycleKind.CLOSE_PENDING:
+        _append_flood(draw, state, limits)
+        state.steps.append(Close(conn))
     elif kind is LifecycleKind.INJECTED_RESET_TO_SERVER:
         state.steps.append(InjectReset(conn, "server"))
     elif kind is LifecycleKind.INJECTED_RESET_TO_CLIENT:
         # A flood first: the server must have output pending, or nothing it
         # does would ever meet the RST (an idle half-open connection is legal).
-        low = min_flood_size(limits.flood_buffer_bytes)
-        flood = draw_flood(draw, conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low))
-        state.steps.append(replace(flood, seed=state.seed()))
+        _append_flood(draw, state, limits)
         state.steps.append(InjectReset(conn, "client"))
     elif kind is LifecycleKind.RESET_PENDING:
         last = state.steps[-1]

@@ -48,6 +48,7 @@ MAX_BURST_SIZE = 4 * KiB
 MAX_BURSTS_PER_SCRIPT = 2
 #: Floods are the expensive steps; a script has at most this many.
 MAX_FLOODS_PER_SCRIPT = 2
+MAX_FLOODS_PER_LIFECYCLE = 2
 
 SHORT_MAX_CONNECTIONS = 3
 SHORT_MAX_STEPS = 12
@@ -140,7 +141,10 @@ def _draw_threads(
     while budget and len(threads) < max_connections and (draw(MORE) or not threads):
         # Once the script has its floods, later connections draw none; the
         # budget shrinks as lifecycles use it, and a lone Connect always fits.
-        lifecycle_limits = limits if floods < MAX_FLOODS_PER_SCRIPT else replace(limits, allow_floods=False)
+        # A lifecycle floods at most twice (in its body, and in an ending such as
+        # HALF_CLOSE_PENDING), so it may flood only while two more fit under the cap.
+        fits = floods + MAX_FLOODS_PER_LIFECYCLE <= MAX_FLOODS_PER_SCRIPT
+        lifecycle_limits = limits if fits else replace(limits, allow_floods=False)
         steps = draw(_lifecycles(len(threads), lifecycle_limits, kinds, budget))
         floods += sum(isinstance(step, Flood) for step in steps)
         budget -= len(steps)
