@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
@@ -265,6 +265,9 @@ def _search_round(
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=True,
         print_blob=False,
+        # The CLI reports violations itself; Hypothesis would also print a
+        # "reproduce with @seed" note whenever a budget stops a search.
+        verbosity=Verbosity.quiet,
     )(given(strategy)(one_example))
     if config.seed is not None:
         test = hypothesis_seed(config.seed + round_)(test)
