@@ -96,6 +96,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _property_list(text: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = names - set(PROPERTIES)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown property {sorted(unknown)[0] if unknown else text!r}; known: {', '.join(PROPERTIES)}"
+        )
+    return names
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -166,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--no-scenarios", action="store_true", help="skip the fd-exhaustion scenario (RLIMIT_NOFILE)"
+    )
+    search.add_argument(
+        "--until-found",
+        type=_property_list,
+        default=frozenset(),
+        metavar="PROP[,PROP]",
+        help="stop searching once each of these properties has been violated\n"
+        "(a known bug that only needs to be seen again: regression suites, the mutation self-test)",
     )
     search.add_argument(
         "--no-database", action="store_true", help="do not replay or save failures in .hypothesis/"
@@ -289,6 +307,7 @@ def _check_config(ns: argparse.Namespace) -> CheckConfig:
         database=None if ns.no_database else Path(".hypothesis") / "epoll-harness",
         scenarios=not ns.no_scenarios and ns.attach is None,
         capture_dir=ns.artifacts / "captures" if ns.capture == "always" and ns.attach is None else None,
+        until_found=ns.until_found,
     )
 
 

@@ -235,7 +235,7 @@ def _search_round(
         now = time.monotonic()
         if now > round_end[0] or (not found[0] and now > deadline[0]):
             raise _BudgetSpent  # the search is over, or this round's shrinking is
-        outcome = checker.check(script)
+        outcome = checker.check(script, skip=known)
         _count(report, outcome)
         state.evidence.update(outcome.evidence)
         if progress is not None:

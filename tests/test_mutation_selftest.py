@@ -1,12 +1,12 @@
 """The mutation self-test (issue 5 §2): the harness must catch every known bug, and nothing else.
 
 For every mutant of :data:`server_under_test.mutants.CATALOGUE` the harness's
-own ``check`` (:func:`harness.runner.run_check`, in-process, fixed seed,
-bounded budgets, artifacts and example database under ``tmp_path``) must
+own ``epoll-harness check`` (a subprocess, in the network lab when permitted,
+fixed seed, bounded budgets, artifacts and example database under ``tmp_path``) must
 report a violation, and the mutant's expected property must be among the
 violated ones: a property with a reproducer, or one a reproducer's script
 also broke. The run stops searching once the expected property is seen
-(``until_found``), so a quick catch is a quick test.
+(``--until-found``), so a quick catch is a quick test.
 
 The same run against the reference server, in both modes, must find nothing:
 a violation there is a false alarm, a harness bug. The seed's server must
@@ -20,16 +20,17 @@ Every server is started and stopped by the harness; traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.process import reference_command
-from harness.report import RunReport
-from harness.runner import CheckConfig, run_check
 from server_under_test.mutants import CATALOGUE
 
 pytestmark = pytest.mark.mutants
@@ -47,6 +48,10 @@ SEED_SERVER_PROPERTIES = frozenset({"cleanup", "idle-cpu", "half-close", "surviv
 # its recv()/getpeername() (bug 4 of its docstring): a race, seen in 2 of 6 runs while this test
 # was written. The run searches for it (until_found); the test does not insist on it.
 RACY = {"seed_server": frozenset({"survives"})}
+# The same bug, seen through another property where the lab's buffers change its symptom. In the
+# network lab a receive queue holds less than one 64 KiB read, so et_no_drain's data gets through
+# edge by edge, and what stays unread is the FIN: the client's half-close is never answered.
+SAME_BUG = {"et_no_drain": {"echo-complete": frozenset({"half-close"})}}
 
 
 @dataclass(frozen=True)
@@ -77,34 +82,56 @@ def _targets() -> list[Target]:
 TARGETS = _targets()
 
 
-def _check(target: Target, tmp_path: Path) -> RunReport:
-    config = CheckConfig(
-        server_command=target.command,
-        max_examples=MAX_EXAMPLES,
-        time_budget=TIME_BUDGET,
-        shrink_budget=SHRINK_BUDGET,
-        seed=SEED,
-        artifacts=tmp_path / "artifacts",
-        database=tmp_path / "hypothesis",
-        until_found=target.expected,
-    )
-    return run_check(config)
+@dataclass(frozen=True)
+class Result:
+    """What a check run's report.json says."""
+
+    ok: bool
+    examples: int
+    violations: list[dict[str, Any]]
+    seconds_to_find: dict[str, float | None]
 
 
-def _violated(report: RunReport) -> tuple[set[str], set[str]]:
+def _check(target: Target, tmp_path: Path) -> Result:
+    """``epoll-harness check`` as a user runs it, in the network lab when this process may create one.
+
+    A subprocess: the namespace moves the whole process, and this pytest
+    worker's other tests must stay on the host's loopback.
+    """
+    report_path = tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "harness.cli", "check", "--server", target.command,
+        "--netns" if os.geteuid() == 0 else "--no-netns",
+        "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--time-budget", str(TIME_BUDGET),
+        "--shrink-budget", str(SHRINK_BUDGET), "--capture", "never", "--quiet", "--report", str(report_path),
+    ]  # fmt: skip
+    if target.expected:
+        command += ["--until-found", ",".join(sorted(target.expected))]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=TIME_BUDGET + 240)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    report = json.loads(report_path.read_text())
+    violations = [v for stats in report["properties"].values() for v in stats["violations"]]
+    for record in violations:
+        if record["reproducer"]:
+            record["reproducer"] = str(tmp_path / record["reproducer"])
+    found = {v["property_name"]: v["seconds_to_find"] for v in violations}
+    return Result(report["ok"], report["examples"], violations, found)
+
+
+def _violated(report: Result) -> tuple[set[str], set[str]]:
     """(properties with a reproducer, every property violated)."""
     primary: set[str] = set()
     every: set[str] = set()
     for record in report.violations:
-        primary.add(record.property_name)
-        every.add(record.property_name)
-        if record.reproducer:
-            every.update(json.loads(Path(record.reproducer).read_text()).get("also_violated", ()))
+        primary.add(record["property_name"])
+        every.add(record["property_name"])
+        if record["reproducer"]:
+            every.update(json.loads(Path(record["reproducer"]).read_text()).get("also_violated", ()))
     return primary, every
 
 
-def _describe(report: RunReport) -> str:
-    return "; ".join(f"{v.property_name}: {v.message} [{v.reproducer}]" for v in report.violations)
+def _describe(report: Result) -> str:
+    return "; ".join(f"{v['property_name']}: {v['message']} [{v['reproducer']}]" for v in report.violations)
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])
@@ -117,11 +144,13 @@ def test_check_catches_the_bug(target: Target, tmp_path: Path) -> None:
         return
     assert not report.ok, f"{target.name}: no violation in {report.examples} examples"
     missing = target.expected - every - RACY.get(target.name, frozenset())
+    aliases = SAME_BUG.get(target.name, {})
+    missing = {name for name in missing if not aliases.get(name, frozenset()) & every}
     assert not missing, (
         f"{target.name}: expected {sorted(missing)} among the violations, got {sorted(every)} "
         f"({_describe(report)})"
     )
     for name in target.expected & primary:
-        found_after = report.properties[name].violations[0].seconds_to_find
+        found_after = report.seconds_to_find[name]
         if found_after is not None:
             assert found_after <= CATCH_WITHIN, f"{target.name}: {name} took {found_after} s to find"
