@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.netns import choose_network
 from harness.process import reference_command
-from harness.runner import CheckConfig, run_check
+from harness.runner import CheckConfig, run_check, strategy_for
 from server_under_test.mutants import catalogue
 
 SEED = 20240605
@@ -92,7 +93,10 @@ def run_target(
     time_budget: float = TIME_BUDGET,
     shrink_budget: float = SHRINK_BUDGET,
     artifacts: Path | None = None,
+    netns: bool | None = None,
 ) -> Result:
+    # In the pool's worker process (its main thread): the lab holds every target that worker runs.
+    network = choose_network(netns)
     with tempfile.TemporaryDirectory(prefix="mutation-table-") as scratch:
         config = CheckConfig(
             server_command=target.command,
@@ -102,8 +106,9 @@ def run_target(
             seed=seed,
             artifacts=artifacts if artifacts is not None else Path(scratch) / "artifacts",
             database=None,
+            until_found=frozenset(target.expected),
         )
-        report = run_check(config)
+        report = run_check(config, strategy_for(network))
         return summarize(target, report.to_json())
 
 
@@ -189,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=TIME_BUDGET)
     parser.add_argument("--shrink-budget", type=float, default=SHRINK_BUDGET)
     parser.add_argument("--jobs", type=int, default=1, help="targets checked at once (default 1)")
+    parser.add_argument(
+        "--netns",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run in the network lab (default: when permitted, as epoll-harness check does)",
+    )
     parser.add_argument("--only", action="append", help="a target name; repeat for several")
     parser.add_argument("--json", type=Path, help="also write every result here")
     parser.add_argument("--render", type=Path, metavar="JSON", help="print the table of an earlier --json")
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         parser.error(f"no target named {ns.only}; known: {', '.join(t.name for t in targets())}")
     started = time.monotonic()
-    args = (ns.seed, ns.max_examples, ns.time_budget, ns.shrink_budget)
+    args = (ns.seed, ns.max_examples, ns.time_budget, ns.shrink_budget, None, ns.netns)
     with ProcessPoolExecutor(max_workers=ns.jobs) as pool:
         futures = [pool.submit(run_target, t, *args) for t in chosen]
         results = []

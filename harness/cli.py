@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from hypothesis.strategies import SearchStrategy
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +25,7 @@ from harness import __version__
 from harness.errors import HarnessError, ScriptError, ServerStartError, UsageError
 from harness.lab import replay_with_capture
 from harness.limits import DEFAULT_LIMITS, MIB, Limits
-from harness.netns import NetnsUnavailable, NetworkSetup, choose_network, host_setup
+from harness.netns import NetnsUnavailable, choose_network, host_setup
 from harness.process import ServerCommand, reference_command
 from harness.properties import GRACEFUL_FIN, PROPERTIES
 from harness.report import Reproducer, RunReport
@@ -39,8 +38,8 @@ from harness.runner import (
     StopSignal,
     replay,
     run_check,
+    strategy_for,
 )
-from harness.script import Script
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -311,19 +310,6 @@ def _check_config(ns: argparse.Namespace) -> CheckConfig:
     )
 
 
-def _strategy(kind: str, network: NetworkSetup) -> SearchStrategy[Script]:
-    from strategies import echo_path_capacity, scripts, short_scripts
-
-    if kind == "short":
-        return short_scripts()
-    # Floods only need to exceed the kernel buffers actually in force; RSTs are
-    # forged on the wire only in the lab (it takes root to create it, and forging needs root).
-    return scripts(
-        flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem),
-        allow_injection=network.private,
-    )
-
-
 def _print_report(console: Console, report: RunReport) -> None:
     console.print(f"server: {escape(report.server_command)}")
     if report.network:
@@ -358,7 +344,7 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
     network = choose_network(ns.netns) if config.attach is None else host_setup()
     if network.note:
         print(f"epoll-harness: {network.note}; using the host's loopback and its buffers", file=sys.stderr)
-    strategy = _strategy(ns.scripts, network)
+    strategy = strategy_for(network, ns.scripts)
     stop = StopSignal()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

@@ -41,6 +41,7 @@ from hypothesis.errors import Flaky
 from harness.checker import Checker, Outcome
 from harness.errors import PropertyViolation
 from harness.limits import DEFAULT_LIMITS, Limits
+from harness.netns import NetworkSetup
 from harness.process import ServerProcess
 from harness.properties import (
     ACCEPT_ROBUST,
@@ -141,6 +142,20 @@ def default_strategy() -> st.SearchStrategy[Script]:
     from strategies import scripts
 
     return scripts()
+
+
+def strategy_for(network: NetworkSetup, kind: str = "full") -> st.SearchStrategy[Script]:
+    """The scripts for a run on ``network``: ``full`` (every fault) or ``short``."""
+    from strategies import echo_path_capacity, scripts, short_scripts
+
+    if kind == "short":
+        return short_scripts()
+    # Floods only need to exceed the kernel buffers actually in force; RSTs are forged
+    # on the wire only in the lab (it takes root to create it, and forging needs root).
+    return scripts(
+        flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem),
+        allow_injection=network.private,
+    )
 
 
 def run_check(
