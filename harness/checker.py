@@ -88,6 +88,7 @@ class Checker:
         self._skip: frozenset[str] = frozenset()
         self._dirty = False  # a skipped property looked broken: restart after this example
         self._checks: list[Violation] = []
+        self._rss_before = self._rss_peak = 0
 
     # -- the server's life --------------------------------------------------
 
@@ -154,24 +155,34 @@ class Checker:
         waited for: a leak or a busy loop then only restarts the server, so that a search for
         other bugs does not pay a cleanup deadline or an idle window on every example."""
         started = time.monotonic()
-        self.ensure_running()
-        self._checks = []
-        self._skip = skip
-        self._dirty = False
-        rss_before = self.observer.rss() if self.observer else 0
-        self._rss_peak = rss_before
-        executor = Executor(self.address, self.limits, self._checkpoint)
+        executor = self.begin(skip)
         if self.capture_dir is None:
             transcript = executor.run(script)
             on_the_wire: list[Violation] = []
         else:
             transcript, on_the_wire = self._run_captured(executor, script)
-        violations = judge_transcript(transcript) + self._checks + on_the_wire
-        violations += self._after_script(transcript, rss_before)
+        outcome = self.judge(script, transcript, on_the_wire)
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def begin(self, skip: frozenset[str] = frozenset()) -> Executor:
+        """Get ready for one script and return the executor to play it (a step at a time, if need be)."""
+        self.ensure_running()
+        self._checks = []
+        self._skip = skip
+        self._dirty = False
+        self._rss_before = self._rss_peak = self.observer.rss() if self.observer else 0
+        return Executor(self.address, self.limits, self._checkpoint)
+
+    def judge(
+        self, script: Script, transcript: Transcript, on_the_wire: list[Violation] | None = None
+    ) -> Outcome:
+        """Judge a settled transcript and the server after it; restart the server if it broke."""
+        violations = judge_transcript(transcript) + self._checks + (on_the_wire or [])
+        violations += self._after_script(transcript, self._rss_before)
         outcome = Outcome(script, violations, transcript, set(transcript.evidence))
         if (violations or self._dirty) and self.server is not None:
             self.restart()
-        outcome.seconds = time.monotonic() - started
         return outcome
 
     def _run_captured(self, executor: Executor, script: Script) -> tuple[Transcript, list[Violation]]:

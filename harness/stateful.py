@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 
 from harness.checker import Checker, Outcome
 from harness.errors import HarnessError, ServerDiedError
-from harness.executor import SETTLE_STEP, Executor
+from harness.executor import SETTLE_STEP
 from harness.properties import SURVIVES, Violation, judge_transcript
 from harness.script import (
     Close,
@@ -102,12 +102,8 @@ class EchoStateMachine(RuleBasedStateMachine):
         self._live: set[int] = set()
         self._floods = 0
         self._steps: list[Step] = []
-        # What Checker.check does before a script, for a script played a step at a time.
-        checker.ensure_running()
-        checker._checks = []
-        self._rss_before = checker.observer.rss() if checker.observer is not None else 0
-        checker._rss_peak = self._rss_before
-        self.executor = Executor(checker.address, checker.limits, checker._checkpoint)
+        # Checker.check, taken apart: a script played a step at a time.
+        self.executor = checker.begin()
 
     # -- rules ----------------------------------------------------------------
 
@@ -182,15 +178,9 @@ class EchoStateMachine(RuleBasedStateMachine):
             executor.settle()
         finally:
             executor.abort_all()
-        checker = self._checker
         transcript = executor.transcript
         transcript.script = self.script
-        violations = judge_transcript(transcript) + checker._checks
-        violations += checker._after_script(transcript, self._rss_before)
-        outcome = Outcome(self.script, violations, transcript, set(transcript.evidence))
-        if violations:
-            self._restart()
-        enforce(outcome)
+        enforce(self._checker.judge(self.script, transcript))
 
     @property
     def script(self) -> Script:
