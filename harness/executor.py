@@ -38,7 +38,6 @@ from harness.script import (
     Flood,
     InjectReset,
     Pause,
-    Payload,
     Read,
     ReadToEof,
     Reset,
@@ -636,4 +635,4 @@ _HANDLERS: dict[type, Callable[[Executor, object], None]] = {
     InjectReset: Executor._inject_reset,  # type: ignore[dict-item]
 }
 
-__all__ = ["Event", "Executor", "Payload", "Transcript"]
+__all__ = ["Event", "Executor", "Transcript"]

@@ -39,7 +39,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky
 
 from harness.checker import Checker, Outcome
-from harness.errors import PropertyViolation
+from harness.errors import PropertyViolation, UsageError
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.netns import NetworkSetup
 from harness.process import ServerProcess
@@ -354,8 +354,6 @@ def replay(repro: Reproducer, server_command: str | None, limits: Limits | None 
     """Run one reproducer again; the violations seen (empty: it passed this time)."""
     command = server_command or repro.server_command
     if command is None:
-        from harness.errors import UsageError
-
         raise UsageError(
             "this reproducer was recorded against an attached server: give --server CMD to replay it"
         )
