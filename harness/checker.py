@@ -155,15 +155,37 @@ class Checker:
         waited for: a leak or a busy loop then only restarts the server, so that a search for
         other bugs does not pay a cleanup deadline or an idle window on every example."""
         started = time.monotonic()
-        executor = self.begin(skip)
         if self.capture_dir is None:
-            transcript = executor.run(script)
-            on_the_wire: list[Violation] = []
+            executor = self.begin(skip)
+            outcome = self.judge(script, executor.run(script))
         else:
-            transcript, on_the_wire = self._run_captured(executor, script)
-        outcome = self.judge(script, transcript, on_the_wire)
+            self.captures += 1
+            outcome, _ = self.check_captured(script, self.capture_dir / f"{self.captures:05d}.pcap", skip)
         outcome.seconds = time.monotonic() - started
         return outcome
+
+    def check_captured(
+        self, script: Script, pcap: Path, skip: frozenset[str] = frozenset()
+    ) -> tuple[Outcome, int]:
+        """``check`` under a packet capture saved to ``pcap``, judged on the wire too; the packet count.
+
+        The capture covers the script and the probes after it (their closes are
+        graceful closes too), and stops before any restart of the server.
+        """
+        from harness.wire import ZERO_WINDOW_EVIDENCE, Capture, judge_graceful_fin, zero_window_seen
+
+        executor = self.begin(skip)
+        capture = Capture(self.address[1])
+        with capture:
+            transcript = executor.run(script)
+            violations = self._violations(transcript)
+            time.sleep(CAPTURE_TAIL)
+        capture.save(pcap)
+        segments = capture.segments()
+        if zero_window_seen(segments):
+            transcript.evidence.add(ZERO_WINDOW_EVIDENCE)
+        outcome = self._conclude(script, transcript, violations + judge_graceful_fin(segments))
+        return outcome, len(capture.packets)
 
     def begin(self, skip: frozenset[str] = frozenset()) -> Executor:
         """Get ready for one script and return the executor to play it (a step at a time, if need be)."""
@@ -174,31 +196,19 @@ class Checker:
         self._rss_before = self._rss_peak = self.observer.rss() if self.observer else 0
         return Executor(self.address, self.limits, self._checkpoint)
 
-    def judge(
-        self, script: Script, transcript: Transcript, on_the_wire: list[Violation] | None = None
-    ) -> Outcome:
+    def judge(self, script: Script, transcript: Transcript) -> Outcome:
         """Judge a settled transcript and the server after it; restart the server if it broke."""
-        violations = judge_transcript(transcript) + self._checks + (on_the_wire or [])
-        violations += self._after_script(transcript, self._rss_before)
+        return self._conclude(script, transcript, self._violations(transcript))
+
+    def _violations(self, transcript: Transcript) -> list[Violation]:
+        violations = judge_transcript(transcript) + self._checks
+        return violations + self._after_script(transcript, self._rss_before)
+
+    def _conclude(self, script: Script, transcript: Transcript, violations: list[Violation]) -> Outcome:
         outcome = Outcome(script, violations, transcript, set(transcript.evidence))
         if (violations or self._dirty) and self.server is not None:
             self.restart()
         return outcome
-
-    def _run_captured(self, executor: Executor, script: Script) -> tuple[Transcript, list[Violation]]:
-        from harness.wire import ZERO_WINDOW_EVIDENCE, Capture, judge_graceful_fin, zero_window_seen
-
-        assert self.capture_dir is not None
-        capture = Capture(self.address[1])
-        with capture:
-            transcript = executor.run(script)
-            time.sleep(CAPTURE_TAIL)
-        self.captures += 1
-        capture.save(self.capture_dir / f"{self.captures:05d}.pcap")
-        segments = capture.segments()
-        if zero_window_seen(segments):
-            transcript.evidence.add(ZERO_WINDOW_EVIDENCE)
-        return transcript, judge_graceful_fin(segments)
 
     def _checkpoint(self, name: str, executor: Executor) -> None:
         if self.observer is None:

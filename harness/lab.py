@@ -9,7 +9,6 @@ and its zero-window evidence noted.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,15 +17,12 @@ from harness.limits import Limits
 from harness.process import ServerProcess
 from harness.properties import Violation
 from harness.script import Script
-from harness.wire import Capture, judge_graceful_fin, zero_window_seen
-
-# Segments still in flight when the script returns reach the capture socket within this.
-CAPTURE_TAIL = 0.1
+from harness.wire import ZERO_WINDOW_EVIDENCE
 
 
 @dataclass(frozen=True)
 class CapturedReplay:
-    violations: list[Violation]  # what the checker saw, then what the wire showed
+    violations: list[Violation]  # what the checker saw, the wire's verdicts included
     pcap: Path
     packets: int
     zero_window: bool
@@ -34,11 +30,5 @@ class CapturedReplay:
 
 def replay_with_capture(command: str, script: Script, limits: Limits, pcap: Path) -> CapturedReplay:
     with Checker(ServerProcess(command), limits=limits) as checker:
-        capture = Capture(checker.address[1])
-        with capture:
-            violations = list(checker.check(script).violations)
-            time.sleep(CAPTURE_TAIL)
-    capture.save(pcap)
-    segments = capture.segments()
-    violations += judge_graceful_fin(segments)
-    return CapturedReplay(violations, pcap, len(capture.packets), zero_window_seen(segments))
+        outcome, packets = checker.check_captured(script, pcap)
+    return CapturedReplay(outcome.violations, pcap, packets, ZERO_WINDOW_EVIDENCE in outcome.evidence)
