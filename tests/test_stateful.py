@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import FlakyFailure
 from hypothesis.stateful import run_state_machine_as_test
 
 from harness.checker import Checker
@@ -65,8 +66,14 @@ def test_catches_stale_state_on_fd_reuse(stale_state_checker: Checker) -> None:
         phases=(Phase.explicit, Phase.generate),
         report_multiple_bugs=False,
     )
-    with pytest.raises(PropertyViolation) as caught:
+    with pytest.raises((PropertyViolation, FlakyFailure)) as caught:
         run_state_machine_as_test(make_state_machine(stale_state_checker), settings=quick)
+    if isinstance(caught.value, FlakyFailure):
+        # On a loaded machine the replay of the failing example can miss the race: the
+        # failure Hypothesis saw first is inside, and it is the one judged here.
+        (violation,) = [e for e in caught.value.exceptions if isinstance(e, PropertyViolation)]
+        assert isinstance(violation, violation_type("no-crosstalk")), violation
+        return
     assert isinstance(caught.value, violation_type("no-crosstalk")), caught.value
     assert caught.value.property_name == "no-crosstalk"
     program = "\n".join(getattr(caught.value, "__notes__", []))
