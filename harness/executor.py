@@ -229,8 +229,9 @@ class Executor:
     def _send_all(self, client: Client, data: bytes) -> bool:
         """Send everything, reading the echo meanwhile; False if the connection broke."""
         view = memoryview(data)
-        sel = selectors.DefaultSelector()
-        sel.register(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        # Most writes go out in one send(): a selector is made only when the
+        # socket is full and the echo has to be read to make room.
+        sel: selectors.BaseSelector | None = None
         try:
             started = last_progress = time.monotonic()
             while view:
@@ -251,20 +252,32 @@ class Executor:
                     self._cut_short(client)
                     return False
                 if now - last_progress > self.limits.stall_timeout:
-                    self.transcript.add(
-                        self.step_index,
-                        client.conn,
-                        SEND_FAILED,
+                    detail = (
                         f"the server took no bytes for {self.limits.stall_timeout:.1f} s "
-                        f"({len(view)} of {len(data)} bytes unsent) while the client kept reading",
+                        f"({len(view)} of {len(data)} bytes unsent) while the client kept reading"
+                    )
+                    # As for reads: stuck while another client leaves a flood
+                    # unread is the server blocking on that client.
+                    blockers = self._flooded_others(client)
+                    if blockers:
+                        detail += f", while connection(s) {blockers} had a flood unread"
+                    self.transcript.add(
+                        self.step_index, client.conn, HOL_STALLED if blockers else SEND_FAILED, detail
                     )
                     self.transcript.stalled = True
                     return False
+                # The server's echo fills this client's window: the client reads
+                # it in bulk now, so a slow reader's small window has done its job.
+                self._read_fast(client)
+                if sel is None:
+                    sel = selectors.DefaultSelector()
+                    sel.register(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 for _key, mask in sel.select(self.limits.stall_timeout / 10):
                     if mask & selectors.EVENT_READ and not self._recv_once(client):
                         return False
         finally:
-            sel.close()
+            if sel is not None:
+                sel.close()
         return True
 
     def _flood(self, step: Flood) -> None:
@@ -495,11 +508,7 @@ class Executor:
                     return False
                 if now - last_progress > self.limits.stall_timeout:
                     owed = self.oracle.owed(client.conn)
-                    blockers = [
-                        c.conn
-                        for c in self.clients.values()
-                        if c is not client and c.flooded and not c.closed
-                    ]
+                    blockers = self._flooded_others(client)
                     detail = f"no byte for {now - last_progress:.1f} s with {owed} bytes owed"
                     if stall_kind == EOF_MISSING:
                         detail = (
@@ -532,6 +541,10 @@ class Executor:
             return True
         finally:
             sel.close()
+
+    def _flooded_others(self, client: Client) -> list[Hashable]:
+        """The other open connections that flooded and have not read their echo back."""
+        return [c.conn for c in self.clients.values() if c is not client and c.flooded and not c.closed]
 
     def _cut_short(self, client: Client) -> None:
         """A step outlived step_timeout while bytes kept moving: slow, not stalled.

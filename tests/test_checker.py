@@ -1,0 +1,72 @@
+"""The checker on hand-written scripts: which property a known failure is charged to.
+
+Each test runs one deterministic script against a mutant (a subprocess the
+Checker starts and stops), on host loopback, and asserts the property named
+in the verdict, not merely that something failed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from harness.checker import Checker
+from harness.process import ServerProcess
+from harness.properties import ECHO_COMPLETE, NO_HOL_BLOCKING
+from harness.script import Connect, Flood, Payload, Read, Script, Send
+from strategies import echo_path_capacity, min_flood_size
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def blocking_checker() -> Iterator[Checker]:
+    """A server whose accepted sockets are blocking: one send() to a full client stops it all."""
+    mutant = "server_under_test.mutants.blocking_accepted"
+    checker = Checker(ServerProcess(f"{shlex.quote(sys.executable)} -m {mutant} --port {{port}}"))
+    checker.start()
+    try:
+        yield checker
+    finally:
+        checker.stop()
+
+
+def names(checker: Checker, script: Script) -> set[str]:
+    return {v.property_name for v in checker.check(script).violations}
+
+
+def test_a_read_stalled_behind_an_unread_flood_is_head_of_line_blocking(blocking_checker: Checker) -> None:
+    flood = min_flood_size(echo_path_capacity())
+    script = Script(
+        (
+            Connect(0),
+            Flood(0, size=flood, seed=0),
+            Connect(1),
+            Send(1, Payload.pattern(5, 0)),
+            Read(1),
+        )
+    )
+    assert names(blocking_checker, script) == {NO_HOL_BLOCKING}
+
+
+def test_a_send_stalled_behind_an_unread_flood_is_head_of_line_blocking(blocking_checker: Checker) -> None:
+    """The server blocked on connection 0 takes nothing from connection 1, whose send() stalls.
+
+    The send is larger than the kernel holds on its way (client send buffer
+    plus server receive buffer), so it is the send that stalls, not the read
+    after it: the same bug, and the same property, as a stalled read.
+    """
+    flood = min_flood_size(echo_path_capacity())
+    script = Script(
+        (
+            Connect(0),
+            Flood(0, size=flood, seed=0),
+            Connect(1),
+            Send(1, Payload.pattern(32 * MiB, 0)),
+        )
+    )
+    found = names(blocking_checker, script)
+    assert NO_HOL_BLOCKING in found and ECHO_COMPLETE not in found, found
