@@ -20,10 +20,13 @@ namespace with other settings) passes them in as ``buffer_bytes``.
 
 from __future__ import annotations
 
+import functools
+
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from harness.script import Flood
+from strategies._cache import integers, unwrapped
 from strategies._validation import check_integer
 from strategies.payloads import MAX_SEED, MiB, draw_size
 
@@ -93,4 +96,14 @@ def _floods(draw: st.DrawFn, conn: int, min_size: int, max_size: int) -> Flood:
 
 def draw_flood(draw: st.DrawFn, conn: int, min_size: int, max_size: int) -> Flood:
     """Draw a Flood of ``min_size`` to ``max_size`` bytes (arguments already valid)."""
-    return Flood(conn, size=draw_size(draw, min_size, max_size), seed=draw(st.integers(0, MAX_SEED)))
+    return Flood(conn, size=draw_size(draw, min_size, max_size), seed=draw(integers(0, MAX_SEED)))
+
+
+@functools.lru_cache(maxsize=256)
+def flood_span(conn: int, min_size: int, max_size: int) -> st.SearchStrategy[Flood]:
+    """What :func:`floods` draws (arguments already valid), one strategy object per arguments.
+
+    A composite that draws it gets the whole flood as one span, which the
+    shrinker deletes in one step.
+    """
+    return unwrapped(_floods(conn, min_size, max_size))

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import enum
 import itertools
+import random
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
+from strategies._cache import draw_one_of, integers
 from strategies._validation import check_bool, check_integer
 
 #: A write per example costs a syscall on each side; 64 keeps even byte-by-byte sends fast.
@@ -45,6 +47,9 @@ DEFAULT_SOCKET_BUFFER = 16 * 1024
 #: Largest pause between two fragments, and the most all pauses of one Send may add up to.
 DEFAULT_MAX_DELAY_MS = 5
 MAX_TOTAL_DELAY_MS = 100
+_SEEDS = integers(0, (1 << 16) - 1)
+#: Random cuts are few (byte-at-a-time covers the many-writes case): each write costs syscalls.
+MAX_RANDOM_CUTS = 15
 
 
 class Cut(enum.Enum):
@@ -123,25 +128,35 @@ def draw_fragmentation(
 ) -> Fragmentation:
     """Draw what :func:`fragmentations` draws (arguments already valid; ``max_delay_ms=0``: no pauses)."""
     cuts = applicable_cuts(size, max_writes=max_writes, socket_buffer=socket_buffer)
-    cut = draw(st.sampled_from(cuts))
+    cut = draw_one_of(draw, cuts)
     if cut is Cut.ONE_WRITE:
         return Fragmentation()
     if cut is Cut.RANDOM:
-        points = draw(st.lists(st.integers(1, size - 1), max_size=max_writes - 1, unique=True))
+        # Two choices whatever the number of cuts (a list of positions costs two
+        # per cut): how many, and a seed that places them. The count shrinks
+        # to one cut; the script spells the fragments out, so a reproducer
+        # shows where they fell.
+        count = draw(integers(1, min(MAX_RANDOM_CUTS, max_writes - 1, size - 1)))
+        placement = draw(_SEEDS)
+        # Seed 0, the shrink target, puts the cuts up front: `count` one-byte
+        # writes, then the rest.
+        points = (
+            range(1, count + 1) if placement == 0 else random.Random(placement).sample(range(1, size), count)
+        )
         edges = [0, *sorted(points)]
         fragments = tuple(b - a for a, b in itertools.pairwise(edges))
     elif cut is Cut.BYTES:
         fragments = (1,) * (size - 1)
     else:
         if cut is Cut.OVER_BUFFER:
-            piece = draw(st.integers(socket_buffer + 1, size - 1))
+            piece = draw(integers(socket_buffer + 1, size - 1))
         else:
             piece = ETHERNET_MSS if cut is Cut.ETHERNET_MSS else LOOPBACK_MSS
         # Whole pieces, leaving at least one byte for the last write, at most max_writes in all.
         fragments = (piece,) * min((size - 1) // piece, max_writes - 1)
     delay_ms = 0
     # Mostly no pause: one draw in four asks for one, and 0 is the shrink target.
-    if fragments and max_delay_ms and draw(st.integers(0, 3)) == 3:
+    if fragments and max_delay_ms and draw(integers(0, 3)) == 3:
         bound = min(max_delay_ms, MAX_TOTAL_DELAY_MS // len(fragments))
-        delay_ms = draw(st.integers(0, bound))
+        delay_ms = draw(integers(0, bound))
     return Fragmentation(fragments=fragments, delay_ms=delay_ms)

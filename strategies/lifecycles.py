@@ -23,6 +23,7 @@ bounded: a chunk is never so small that reading what is owed takes more than
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -43,16 +44,25 @@ from harness.script import (
     ShutdownWrite,
     Step,
 )
+from strategies._cache import draw_one_of, integers, sampled_from
 from strategies._validation import check_bool, check_choices, check_integer
 from strategies.floods import (
     DEFAULT_FLOOD_BUFFER_BYTES,
     DEFAULT_MAX_FLOOD_SIZE,
     MAX_BUFFER_BYTES,
-    draw_flood,
+    flood_span,
     min_flood_size,
 )
 from strategies.fragments import DEFAULT_MAX_DELAY_MS, draw_fragmentation
-from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_SIZE, KiB, draw_payload, payloads
+from strategies.payloads import (
+    DEFAULT_MAX_PAYLOAD_SIZE,
+    MAX_PAYLOAD_SIZE,
+    KiB,
+    draw_edge_size,
+    draw_payload,
+    draw_plain_size,
+    payloads,
+)
 
 #: A small SO_RCVBUF for a slow reader (the kernel doubles it, and rounds tiny values up to ~2 KiB).
 SLOW_RCVBUF_MIN = 1 * KiB
@@ -69,34 +79,43 @@ DEFAULT_MAX_ACTIONS = 6
 DEFAULT_MAX_LIFECYCLE_STEPS = 12
 #: A slow reader's payloads stay small enough to read back in a few paced chunks.
 SLOW_READER_MAX_PAYLOAD = 256 * KiB
+#: A small send, half of them: byte-level bugs show at these sizes, and they are quick to check.
+SMALL_SEND_MAX = 1 * KiB
 SLOW_READER_MAX_ROUNDS = 3
 
 
 class LifecycleKind(enum.Enum):
-    """How a connection ends, in shrink order (simplest first)."""
+    """How a connection ends, in shrink order (simplest first).
+
+    Each kind that floods first comes right after the kind it becomes
+    without the flood: the shrinker lowers a choice by one and then deletes
+    what is no longer read (the flood, drawn as one span), so that step
+    turns HALF_CLOSE_PENDING into HALF_CLOSE rather than into something
+    unrelated.
+    """
 
     #: Left open: the server sees an idle connection; the executor closes it at the end.
     IDLE = "idle"
     #: close() right away; echo still unread in the client makes the kernel send RST, not FIN.
     CLOSE = "close"
+    #: A flood, then close() at once with the echo unread: the kernel sends RST while the server
+    #: holds queued output for this fd (stale per-fd state shows up on the next connection).
+    CLOSE_PENDING = "close-pending"
     #: SO_LINGER 0 and close(): RST, whatever was pending.
     RESET = "reset"
     #: Read everything owed, then close(): a FIN after the echo.
     GRACEFUL_CLOSE = "graceful-close"
     #: shutdown(SHUT_WR), read to the server's FIN, close().
     HALF_CLOSE = "half-close"
+    #: A flood, then shutdown(SHUT_WR) at once: the half-close arrives while the server's output
+    #: queue is full (servers that drop or truncate pending output on EOF are caught here).
+    HALF_CLOSE_PENDING = "half-close-pending"
     #: Read everything owed, then RST: nothing pending in the server.
     RESET_DRAINED = "reset-drained"
     #: A Send and at once RST: the server's echo is still pending when the RST arrives.
     RESET_PENDING = "reset-pending"
     #: Connect and RST at once, usually before the server has accepted.
     ABORT_CONNECT = "abort-connect"
-    #: A flood, then shutdown(SHUT_WR) at once: the half-close arrives while the server's output
-    #: queue is full (servers that drop or truncate pending output on EOF are caught here).
-    HALF_CLOSE_PENDING = "half-close-pending"
-    #: A flood, then close() at once with the echo unread: the kernel sends RST while the server
-    #: holds queued output for this fd (stale per-fd state shows up on the next connection).
-    CLOSE_PENDING = "close-pending"
     #: An RST forged on the wire toward the server, as if from the client (needs root: the network lab).
     INJECTED_RESET_TO_SERVER = "injected-reset-to-server"
     #: An RST forged toward the client, as if from the server: the server meets it on its next send.
@@ -162,6 +181,23 @@ _ENDING_STEPS = {
     LifecycleKind.CLOSE_PENDING: 2,
     LifecycleKind.INJECTED_RESET_TO_SERVER: 1,
     LifecycleKind.INJECTED_RESET_TO_CLIENT: 2,
+}
+
+
+#: What a kind becomes where it cannot be (no room left, no flood allowed, a body
+#: before an abort ...): a simpler kind, and so on down to IDLE, which always fits.
+_FALLBACK = {
+    LifecycleKind.CLOSE: LifecycleKind.IDLE,
+    LifecycleKind.CLOSE_PENDING: LifecycleKind.CLOSE,
+    LifecycleKind.RESET: LifecycleKind.CLOSE,
+    LifecycleKind.GRACEFUL_CLOSE: LifecycleKind.CLOSE,
+    LifecycleKind.HALF_CLOSE: LifecycleKind.CLOSE,
+    LifecycleKind.HALF_CLOSE_PENDING: LifecycleKind.HALF_CLOSE,
+    LifecycleKind.RESET_DRAINED: LifecycleKind.RESET,
+    LifecycleKind.RESET_PENDING: LifecycleKind.RESET,
+    LifecycleKind.ABORT_CONNECT: LifecycleKind.RESET,
+    LifecycleKind.INJECTED_RESET_TO_SERVER: LifecycleKind.RESET,
+    LifecycleKind.INJECTED_RESET_TO_CLIENT: LifecycleKind.INJECTED_RESET_TO_SERVER,
 }
 
 
@@ -243,9 +279,14 @@ def lifecycles(
 
 @st.composite
 def _lifecycles(
-    draw: st.DrawFn, conn: int, limits: Limits, kinds: tuple[LifecycleKind, ...], max_steps: int
+    draw: st.DrawFn,
+    conn: int,
+    limits: Limits,
+    kinds: tuple[LifecycleKind, ...],
+    max_steps: int,
+    may_flood: bool = True,
 ) -> tuple[Step, ...]:
-    return draw_lifecycle(draw, conn, limits, kinds, max_steps)
+    return draw_lifecycle(draw, conn, limits, kinds, max_steps, may_flood=may_flood)
 
 
 def slow_readers(
@@ -269,15 +310,15 @@ def slow_readers(
 
 @st.composite
 def _slow_readers(draw: st.DrawFn, conn: int, max_payload_size: int, allow_delays: bool) -> tuple[Step, ...]:
-    rcvbuf = draw(st.integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX))
+    rcvbuf = draw(integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX))
     state = _Connection(conn, [Connect(conn, rcvbuf=rcvbuf)])
     for round_ in range(SLOW_READER_MAX_ROUNDS):
-        if round_ and not draw(MORE):
+        if round_ and not more(draw):
             break
         _send(draw, state, max_payload_size, allow_delays, min_size=1)
         low = _min_chunk(state.owed_max)
-        chunk = draw(st.integers(low, max(low, rcvbuf)))
-        pace = draw(st.integers(1, MAX_PACE_MS)) if allow_delays else 0
+        chunk = draw(integers(low, max(low, rcvbuf)))
+        pace = draw(integers(1, MAX_PACE_MS)) if allow_delays else 0
         state.read_all(Read(conn, chunk=chunk, pace_ms=pace))
     if draw(st.booleans()):
         state.steps.append(Close(conn))
@@ -343,94 +384,188 @@ def draw_lifecycle(
     limits: Limits,
     kinds: Iterable[LifecycleKind],
     max_steps: int,
+    *,
+    may_flood: bool = True,
 ) -> tuple[Step, ...]:
     """Draw one lifecycle of at most ``max_steps`` steps (at least one kind must fit).
 
-    The ending is drawn *after* the body, and every ending takes the same
-    choices up to the kind. Hypothesis shrinks towards fewer choices first,
-    then smaller ones, so the kind then shrinks on its own towards IDLE
-    (index 0), dropping only trailing steps: a failure that needs a Send but
-    not the Reset after it shrinks to the Send. For the same reason an abort
-    is a Connect whose ending turned it into an AbortConnect (only with an
-    empty body), and RESET_PENDING reuses the body's last Send when it has
-    one, drawing its own only when it is the one kind asked for.
+    Each step of the body, and the ending, is one choice from one list: the
+    kinds first, then the actions, repeated so that three choices in four
+    carry on (:func:`_step_options`). Hypothesis shrinks a choice towards
+    index 0, so an action shrinks into an ending, dropping what followed it,
+    and an ending towards IDLE, dropping only trailing steps: a failure that
+    needs a Send but not the Reset after it shrinks to the Send.
+
+    Every choice keeps its meaning when the shrinker changes something
+    else: the list depends only on ``kinds`` and ``limits``, never on what
+    came before. A kind that cannot be here (too few steps left, an abort
+    after a body, RESET_PENDING without a Send to reset, a flood where the
+    script has had its floods: ``may_flood`` False) becomes a simpler one
+    (:data:`_FALLBACK`); an action that cannot (a read with nothing owed, a
+    second flood) becomes a Send. RESET_PENDING reuses the body's last Send,
+    drawing its own only when it is the one kind asked for.
     """
-    fitting = fitting_kinds(kinds, limits, max_steps)
-    state = _Connection(conn, [_connect(draw, conn)])
+    wanted = set(kinds)
+    allowed = tuple(k for k in ALL_KINDS if k in wanted and (limits.allow_floods or k not in FLOODING_KINDS))
+    fitting = fitting_kinds(allowed, limits, max_steps)
+    state = _Connection(conn, [_connect(draw, conn, limits.allow_delays)])
     connected = [k for k in fitting if k is not LifecycleKind.ABORT_CONNECT]
+    max_body = 0
     if connected:
         shortest_ending = min(limits.ending_steps(k) for k in connected)
-        for _ in range(min(limits.max_actions, max_steps - 1 - shortest_ending)):
-            if not draw(MORE):
-                break
-            _action(draw, state, limits)
-    left = max_steps - len(state.steps)
-    last = state.steps[-1]
-    ends_in_send = isinstance(last, Send) and len(last.payload) > 0
-    candidates = tuple(
-        k
-        for k in fitting
-        if limits.ending_steps(k) <= left
-        and (k is not LifecycleKind.ABORT_CONNECT or len(state.steps) == 1)
-        and (k is not LifecycleKind.RESET_PENDING or ends_in_send or fitting == (k,))
-    )
-    kind = draw(st.sampled_from(candidates))
+        max_body = min(limits.max_actions, max_steps - 1 - shortest_ending)
+    options = _step_options(allowed, limits)
+    while True:
+        # With the body full only the kinds are left: the same first entries.
+        chosen = draw_one_of(draw, options if len(state.steps) - 1 < max_body else allowed)
+        if isinstance(chosen, LifecycleKind):
+            break
+        _act(draw, state, limits, chosen, may_flood)
+    kind = _possible(chosen, state, limits, fitting, max_steps, may_flood)
     if kind is LifecycleKind.ABORT_CONNECT:
         return (AbortConnect(conn),)
     _ending(draw, state, limits, kind)
     return tuple(state.steps)
 
 
-#: "Another one?", true three times in four; the shrinker drives it to False,
-#: and deleting one (flag, element) pair leaves the rest aligned.
-MORE = st.integers(0, 3).map(bool)
+#: An action is this many times as likely as an ending: a body has three actions on average.
+_ACTION_WEIGHT = 3
+#: Floods take about one step in sixteen where they are allowed (they are the slowest steps).
+_FLOOD_SHARE = 12
 
 
-def _connect(draw: st.DrawFn, conn: int) -> Connect:
-    slow = draw(st.integers(0, 3)) == 3
-    rcvbuf = draw(st.integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX)) if slow else None
-    nodelay = draw(st.sampled_from((True, False)))
+@functools.lru_cache(maxsize=256)
+def _step_options(kinds: tuple[LifecycleKind, ...], limits: Limits) -> tuple[LifecycleKind | _Action, ...]:
+    """The kinds, then the actions weighted by repetition, floods last.
+
+    Sends and reads are common, pauses rare, floods rarer; a small Send is the
+    first action, what the shrinker turns actions into. Half the sends are
+    small (at most :data:`SMALL_SEND_MAX` bytes), where byte-level bugs show
+    and checks are quick; one in four has a size on a power-of-two edge
+    (1023, 1024, 1025 ...), where servers' fixed read buffers split a
+    message; the rest have any size up to the limit.
+    """
+    actions = [
+        _Action.SEND_SMALL,
+        _Action.SEND,
+        _Action.SEND_AT_EDGE,
+        _Action.SEND_SMALL,
+        _Action.READ_ALL,
+        _Action.READ_PART,
+    ]
+    if limits.allow_delays:
+        actions.append(_Action.PAUSE)
+    body = tuple(actions) * max(1, round(_ACTION_WEIGHT * len(kinds) / len(actions)))
+    floods = (_Action.FLOOD,) * max(1, len(body) // _FLOOD_SHARE) if limits.allow_floods else ()
+    return kinds + body + floods
+
+
+def _possible(
+    kind: LifecycleKind,
+    state: _Connection,
+    limits: Limits,
+    fitting: tuple[LifecycleKind, ...],
+    max_steps: int,
+    may_flood: bool,
+) -> LifecycleKind:
+    """``kind``, or the first of its fallbacks that can end this connection here."""
+    left = max_steps - len(state.steps)
+    last = state.steps[-1]
+    ends_in_send = isinstance(last, Send) and len(last.payload) > 0
+
+    def can(k: LifecycleKind) -> bool:
+        return (
+            k in fitting
+            and limits.ending_steps(k) <= left
+            and (k is not LifecycleKind.ABORT_CONNECT or len(state.steps) == 1)
+            and (k is not LifecycleKind.RESET_PENDING or ends_in_send or fitting == (k,))
+            and (may_flood or k not in FLOODING_KINDS)
+        )
+
+    candidate: LifecycleKind | None = kind
+    while candidate is not None:
+        if can(candidate):
+            return candidate
+        candidate = _FALLBACK.get(candidate)
+    # Only kinds the caller restricted to, none of them a fallback of this one.
+    return next(k for k in fitting if can(k))
+
+
+#: "Another one?", true three times in four (any value but 0, see :func:`more`).
+MORE = integers(0, 3)
+
+
+def more(draw: st.DrawFn) -> bool:
+    """Draw "another one?": the shrinker drives it to 0 (no), and deleting one
+    (flag, element) pair leaves the rest aligned. A plain integer, not a
+    ``.map(bool)``: a map is one more strategy layer at every draw."""
+    return draw(MORE) != 0
+
+
+#: (small SO_RCVBUF?, TCP_NODELAY?) in one choice: with delays allowed one
+#: connection in four reads through a small window, Nagle is on in half of
+#: them; shrinks to a plain, no-delay one.
+_CONNECT_VARIANTS = sampled_from(((False, True),) * 3 + ((False, False),) * 3 + ((True, True), (True, False)))
+#: Without delays, no small windows: a receive buffer far below loopback's MSS
+#: leaves the server's sends to the kernel's zero-window probes, which back off
+#: to seconds (22 s measured for a 64 KiB echo into a 1448-byte SO_RCVBUF).
+_QUICK_CONNECT_VARIANTS = sampled_from(((False, True), (False, False)))
+_SLOW_RCVBUFS = integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX)
+
+
+def _connect(draw: st.DrawFn, conn: int, allow_delays: bool) -> Connect:
+    slow, nodelay = draw(_CONNECT_VARIANTS if allow_delays else _QUICK_CONNECT_VARIANTS)
+    rcvbuf = draw(_SLOW_RCVBUFS) if slow else None
     return Connect(conn, rcvbuf=rcvbuf, nodelay=nodelay)
 
 
 class _Action(enum.Enum):
+    SEND_SMALL = "send-small"
     SEND = "send"
-    READ = "read"
+    SEND_AT_EDGE = "send-at-edge"
+    READ_ALL = "read-all"
+    READ_PART = "read-part"
     PAUSE = "pause"
     FLOOD = "flood"
 
 
-def _action(draw: st.DrawFn, state: _Connection, limits: Limits) -> None:
-    # Weighted by repetition: sends and reads are common, pauses and floods (the
-    # slow steps) rare. Index 0, a Send, is what the shrinker turns actions into.
-    actions = [_Action.SEND, _Action.SEND, _Action.SEND]
-    if state.owed_max:
-        actions += [_Action.READ, _Action.READ]
-    if limits.allow_delays:
-        actions.append(_Action.PAUSE)
-    if limits.allow_floods and not state.flooded and draw(st.integers(0, 7)) == 7:
-        actions = [_Action.FLOOD]
-    action = draw(st.sampled_from(tuple(actions)))
-    if action is _Action.SEND:
-        _send(draw, state, limits.max_payload_size, limits.allow_delays)
-    elif action is _Action.READ:
-        _read(draw, state, limits.allow_delays)
+def _act(draw: st.DrawFn, state: _Connection, limits: Limits, action: _Action, may_flood: bool) -> None:
+    if action is _Action.FLOOD and not (may_flood and not state.flooded):
+        action = _Action.SEND
+    elif action is _Action.READ_ALL or action is _Action.READ_PART:
+        if not state.owed_max:
+            action = _Action.SEND_SMALL
+        elif not state.owed_exact:
+            action = _Action.READ_ALL
+    if action is _Action.SEND_SMALL:
+        _send(draw, state, min(SMALL_SEND_MAX, limits.max_payload_size), limits.allow_delays)
+    elif action is _Action.SEND or action is _Action.SEND_AT_EDGE:
+        _send(
+            draw, state, limits.max_payload_size, limits.allow_delays, at_edge=action is _Action.SEND_AT_EDGE
+        )
+    elif action is _Action.READ_ALL or action is _Action.READ_PART:
+        _read(draw, state, limits.allow_delays, partial=action is _Action.READ_PART)
     elif action is _Action.PAUSE:
-        state.steps.append(Pause(draw(st.integers(1, MAX_PAUSE_MS))))
+        state.steps.append(Pause(draw(integers(1, MAX_PAUSE_MS))))
     else:
-        low = min_flood_size(limits.flood_buffer_bytes)
-        flood = draw_flood(draw, state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low))
-        state.steps.append(replace(flood, seed=state.seed()))
-        state.owed_max += flood.size
-        state.flooded = True
+        _append_flood(draw, state, limits)
 
 
 def _send(
-    draw: st.DrawFn, state: _Connection, max_size: int, allow_delays: bool, *, min_size: int = 0
+    draw: st.DrawFn,
+    state: _Connection,
+    max_size: int,
+    allow_delays: bool,
+    *,
+    min_size: int = 0,
+    at_edge: bool = False,
 ) -> None:
-    payload = draw_payload(draw, min_size, max(min_size, max_size))
-    if payload.size:
-        payload = Payload.pattern(payload.size, state.seed())
+    # Only a size is drawn: a connection's payloads are patterns of its own
+    # (its id and a per-connection seed), so echoes crossed between
+    # connections never match by chance; drawing literal bytes here, to throw
+    # them away, cost a choice per byte.
+    size = (draw_edge_size if at_edge else draw_plain_size)(draw, min_size, max(min_size, max_size))
+    payload = Payload.pattern(size, state.seed()) if size else Payload.of(b"")
     state.steps.append(_send_step(draw, state.conn, payload, allow_delays))
     state.owed_exact += len(payload)
     state.owed_max += len(payload)
@@ -441,10 +576,10 @@ def _send_step(draw: st.DrawFn, conn: int, payload: Payload, allow_delays: bool)
     return Send(conn, payload, fragments=cut.fragments, delay_ms=cut.delay_ms)
 
 
-def _read(draw: st.DrawFn, state: _Connection, allow_delays: bool) -> None:
+def _read(draw: st.DrawFn, state: _Connection, allow_delays: bool, *, partial: bool) -> None:
     """A Read of part of what is owed, or of all of it, sometimes in paced chunks."""
-    if state.owed_exact and draw(st.booleans()):
-        nbytes = draw(st.integers(1, state.owed_exact))
+    if partial:
+        nbytes = draw(integers(1, state.owed_exact))
         chunk, pace = _pacing(draw, nbytes, allow_delays)
         state.steps.append(Read(state.conn, nbytes=nbytes, chunk=chunk, pace_ms=pace))
         state.owed_exact -= nbytes
@@ -465,18 +600,22 @@ def _min_chunk(amount: int) -> int:
 
 
 def _pacing(draw: st.DrawFn, amount: int, allow_delays: bool) -> tuple[int | None, int]:
-    """(chunk, pace_ms) for reading ``amount`` bytes: mostly plain, one time in three slow."""
-    if not amount or draw(st.integers(0, 2)) != 2:
+    """(chunk, pace_ms) for reading ``amount`` bytes: mostly plain, one time in three slow.
+
+    Without delays a read is always plain: unpaced chunks only change how the
+    client's recv() calls are cut, which the server cannot tell apart.
+    """
+    if not allow_delays or not amount or draw(integers(0, 2)) != 2:
         return None, 0
     low = _min_chunk(amount)
-    chunk = draw(st.integers(low, max(low, SLOW_CHUNK_MAX)))
-    pace = draw(st.integers(0, MAX_PACE_MS)) if allow_delays else 0
-    return chunk, pace
+    chunk = draw(integers(low, max(low, SLOW_CHUNK_MAX)))
+    return chunk, draw(integers(0, MAX_PACE_MS))
 
 
 def _append_flood(draw: st.DrawFn, state: _Connection, limits: Limits) -> None:
     low = min_flood_size(limits.flood_buffer_bytes)
-    flood = draw_flood(draw, state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low))
+    # One span for the whole flood, so that the shrinker can delete it in one step.
+    flood = draw(flood_span(state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low)))
     state.steps.append(replace(flood, seed=state.seed()))
     state.owed_max += flood.size
     state.flooded = True

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from harness.script import Payload
+from strategies._cache import integers
 from strategies._validation import check_bool, check_integer, check_interval
 
 KiB = 1024
@@ -36,6 +37,7 @@ MAX_PAYLOAD_SIZE = 64 * MiB
 MAX_SEED = (1 << 16) - 1
 #: Choices 3, 4, 5 of draw_size's second draw snap to 2**k - 1, 2**k, 2**k + 1.
 _FIRST_EDGE = 3
+_EDGE_CHOICES = integers(0, 5)
 
 
 def payloads(
@@ -92,17 +94,37 @@ def _payload_sizes(draw: st.DrawFn, min_size: int, max_size: int) -> int:
     return draw_size(draw, min_size, max_size)
 
 
+def draw_edge_size(draw: st.DrawFn, min_size: int, max_size: int) -> int:
+    """A size on an edge of a power-of-two band (2**k - 1, 2**k, 2**k + 1), in one choice.
+
+    The choice is the same as :func:`draw_plain_size`'s, snapped to the band
+    of its value (which of the three edges, from the value itself), so a
+    send that needs "at least n bytes" keeps its size when the shrinker
+    turns it into a plain send, and then shrinks like one.
+    """
+    raw = draw(integers(min_size, max_size))
+    if raw < 2:
+        return raw
+    snapped = (1 << (raw.bit_length() - 1)) + raw % 3 - 1
+    return snapped if min_size <= snapped <= max_size else raw
+
+
+def draw_plain_size(draw: st.DrawFn, min_size: int, max_size: int) -> int:
+    """A size in [min_size, max_size] in one choice (no snapping to edges; see :func:`draw_edge_size`)."""
+    return draw(integers(min_size, max_size))
+
+
 def draw_size(draw: st.DrawFn, min_size: int, max_size: int) -> int:
     """Draw what :func:`payload_sizes` draws (arguments already valid)."""
     # Hypothesis draws bounded integers from a distribution that is uniform
     # near zero and log-scaled beyond, so kilobytes are common and megabytes
     # not rare; and one integer shrinks straight to the smallest size that
     # still fails.
-    size = draw(st.integers(min_size, max_size))
+    size = draw(integers(min_size, max_size))
     # Then, one time in two, snap *down* to an edge of the power-of-two band:
     # 2**k - 1, 2**k or 2**k + 1. Snapping never makes a size larger, so a
     # failure that needs "at least n bytes" shrinks through the raw size.
-    edge = draw(st.integers(0, 5))
+    edge = draw(_EDGE_CHOICES)
     if edge >= _FIRST_EDGE and size > 0:
         snapped = (1 << (size.bit_length() - 1)) + (edge - _FIRST_EDGE - 1)
         if min_size <= snapped <= size:

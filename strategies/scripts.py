@@ -5,11 +5,17 @@ A script is drawn as *threads* and then interleaved:
 1. one to ``max_connections`` connection lifecycles (:mod:`strategies.lifecycles`),
    each valid on its own, so any interleaving of them is a valid script;
 2. now and then a BurstConnect, a thread of one step;
-3. an interleaving that mostly carries on with the current thread and now and
-   then switches to another. Its shrink target is "no switch": the threads
-   one after the other, so connection 0 closes before connection 1 opens and
-   the server hands the new connection the file descriptor it just freed,
-   which is exactly where stale per-fd state in a server shows up.
+3. an :class:`Interleaving`: round robin, or seeded switches that mostly
+   carry on with the current thread. Its shrink target is SEQUENTIAL: the
+   threads one after the other, so connection 0 closes before connection 1
+   opens and the server hands the new connection the file descriptor it just
+   freed, which is exactly where stale per-fd state in a server shows up.
+
+Choices are coarse on purpose: Hypothesis spends tens of microseconds per
+choice, and a short script is checked in about two milliseconds, so a script
+is drawn in few choices (a size per payload, never its bytes; a count and a
+seed for random cuts; one choice for the interleaving) and each of them
+shrinks towards the simplest script.
 
 Connection ids are then renumbered in the order the connections open, so a
 script reads 0, 1, 2 ... from the top whatever the interleaving.
@@ -22,16 +28,20 @@ closed by the executor at the end, after reading what they are owed.
 
 from __future__ import annotations
 
+import enum
+import functools
+import random
 from dataclasses import replace
 
 from hypothesis import strategies as st
 
 from harness.script import BurstConnect, Flood, Pause, Script, Step
+from strategies._cache import integers, sampled_from, unwrapped
 from strategies._validation import check_bool, check_integer
 from strategies.floods import DEFAULT_FLOOD_BUFFER_BYTES
 from strategies.lifecycles import (
     DEFAULT_MAX_ACTIONS,
-    MORE,
+    LifecycleKind,
     Limits,
     _lifecycles,
     check_limits,
@@ -77,7 +87,8 @@ def scripts(
     ``allow_bursts``: BurstConnect steps of up to ``max_burst_count``
     connections; ``allow_resets``: no RST from the client at all when False
     (no Reset, no AbortConnect, no close with unread echo); ``allow_delays``:
-    Pause steps, pauses between fragments, paced reads. Shrinks towards one
+    Pause steps, pauses between fragments, paced reads, connections with a
+    small SO_RCVBUF (slow readers). Shrinks towards one
     Connect. ``allow_injection``: connections may also end with an RST forged
     on the wire (InjectReset), toward the server or the client; the executor
     needs root for it (the network lab).
@@ -124,6 +135,23 @@ def short_scripts(*, max_connections: int = SHORT_MAX_CONNECTIONS) -> st.SearchS
     )
 
 
+#: What comes after a thread, in one choice: 0 or 1 ends the script (0 is the
+#: shrink target), 7 is a burst of connects (one in eight: rare, and it shrinks
+#: to a connection or to the end), anything else one more connection.
+_NEXT = integers(0, 7)
+_LAST_END = 1
+_BURST = 7
+
+
+# The same few (conn, limits, kinds, budget) come back in every script: one
+# strategy object each (see strategies._cache).
+@functools.lru_cache(maxsize=4096)
+def _cached_lifecycles(
+    conn: int, limits: Limits, kinds: tuple[LifecycleKind, ...], budget: int, may_flood: bool
+) -> st.SearchStrategy[tuple[Step, ...]]:
+    return unwrapped(_lifecycles(conn, limits, kinds, budget, may_flood))
+
+
 def _draw_threads(
     draw: st.DrawFn,
     limits: Limits,
@@ -134,49 +162,90 @@ def _draw_threads(
 ) -> list[tuple[Step, ...]]:
     threads: list[tuple[Step, ...]] = []
     budget = max_steps
-    floods = 0
+    floods = connections = bursts = 0
     kinds = limits.kinds()
-    # A flag before every lifecycle, the first one's ignored: deleting one
-    # (flag, lifecycle) pair, whichever it is, leaves the rest as they were.
-    while budget and len(threads) < max_connections and (draw(MORE) or not threads):
-        # Once the script has its floods, later connections draw none; the
-        # budget shrinks as lifecycles use it, and a lone Connect always fits.
-        # A lifecycle floods at most twice (in its body, and in an ending such as
+    assert fitting_kinds(kinds, limits, 1), "a one-step lifecycle always fits"
+    # One choice before every thread says what comes next (see _NEXT); the
+    # first one's value is ignored, a script opens at least one connection.
+    # Deleting one (choice, thread) pair, whichever it is, leaves the rest as
+    # they were. The choice is drawn even where nothing more fits (no steps
+    # left, every connection or burst used), and then ends the script: so a
+    # script whose shrinking frees room draws no more choices than before.
+    while True:
+        upcoming = draw(_NEXT)
+        if (threads and upcoming <= _LAST_END) or not budget:
+            break
+        can_connect = connections < max_connections
+        can_burst = allow_bursts and bursts < MAX_BURSTS_PER_SCRIPT
+        if threads and upcoming == _BURST:
+            if not can_burst:
+                break
+            count = draw(integers(1, max_burst_count))
+            size = draw(integers(1, MAX_BURST_SIZE))
+            threads.append((BurstConnect(count=count, size=size),))
+            budget -= 1
+            bursts += 1
+            continue
+        if not can_connect:
+            break
+        # Once the script has its floods, later connections flood no more (their
+        # flood choices turn into sends and plain endings); the budget shrinks
+        # as lifecycles use it, and a lone Connect always fits. A lifecycle
+        # floods at most twice (in its body, and in an ending such as
         # HALF_CLOSE_PENDING), so it may flood only while two more fit under the cap.
-        fits = floods + MAX_FLOODS_PER_LIFECYCLE <= MAX_FLOODS_PER_SCRIPT
-        lifecycle_limits = limits if fits else replace(limits, allow_floods=False)
-        steps = draw(_lifecycles(len(threads), lifecycle_limits, kinds, budget))
+        may_flood = floods + MAX_FLOODS_PER_LIFECYCLE <= MAX_FLOODS_PER_SCRIPT
+        steps = draw(_cached_lifecycles(connections, limits, kinds, budget, may_flood))
         floods += sum(isinstance(step, Flood) for step in steps)
         budget -= len(steps)
+        connections += 1
         threads.append(steps)
-    assert fitting_kinds(kinds, limits, 1), "a one-step lifecycle always fits"
-    bursts = 0
-    # Bursts are rare (one draw in eight) and shrink away first.
-    while allow_bursts and budget and bursts < MAX_BURSTS_PER_SCRIPT and draw(st.integers(0, 7)) == 7:
-        count = draw(st.integers(1, max_burst_count))
-        size = draw(st.integers(1, MAX_BURST_SIZE))
-        threads.append((BurstConnect(count=count, size=size),))
-        budget -= 1
-        bursts += 1
     return threads
+
+
+class Interleaving(enum.Enum):
+    """How the threads of a script are merged, in shrink order."""
+
+    #: One thread after the other: connection 0 closes before connection 1
+    #: opens, so the server hands the new connection the fd it just freed.
+    SEQUENTIAL = "sequential"
+    #: One step of each thread in turn: every connection open at once, each
+    #: step landing between two steps of every other connection.
+    ROUND_ROBIN = "round-robin"
+    #: Mostly carry on with the current thread, switching to a random one a
+    #: step in four, with a drawn seed.
+    SHUFFLED = "shuffled"
+
+
+# Shuffled half the time; one choice (and a seed) per script instead of a
+# choice per step, and the shrinker turns it into SEQUENTIAL.
+_INTERLEAVINGS = sampled_from(
+    (Interleaving.SEQUENTIAL, Interleaving.ROUND_ROBIN, Interleaving.SHUFFLED, Interleaving.SHUFFLED)
+)
+_SEEDS = integers(0, (1 << 16) - 1)
 
 
 def _interleave(draw: st.DrawFn, threads: list[tuple[Step, ...]]) -> list[Step]:
     """Merge the threads, keeping each one's order; the shrink target is one thread after another."""
-    positions = [0] * len(threads)
     active = [i for i, thread in enumerate(threads) if thread]
+    how = draw(_INTERLEAVINGS) if len(active) > 1 else Interleaving.SEQUENTIAL
+    if how is Interleaving.SEQUENTIAL:
+        return [step for thread in threads for step in thread]
+    switches = random.Random(draw(_SEEDS)) if how is Interleaving.SHUFFLED else None
+    positions = [0] * len(threads)
     current = 0  # an index into active
     merged: list[Step] = []
     while active:
-        # Switch threads one step in four; switching is what the shrinker removes.
-        if len(active) > 1 and draw(st.integers(0, 3)) == 3:
-            current = draw(st.integers(0, len(active) - 1))
+        if switches is not None and len(active) > 1 and switches.randrange(4) == 3:
+            current = switches.randrange(len(active))
         index = active[current]
         merged.append(threads[index][positions[index]])
         positions[index] += 1
         if positions[index] == len(threads[index]):
             del active[current]
-            current = 0 if current >= len(active) else current
+        elif switches is None:
+            current += 1  # round robin: the next thread, whose turn it is
+        if active:
+            current %= len(active)
     return merged
 
 

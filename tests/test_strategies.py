@@ -129,6 +129,8 @@ def test_short_scripts_have_no_floods_or_delays(script: Script) -> None:
         assert not isinstance(step, Flood | Pause)
         assert getattr(step, "delay_ms", 0) == 0 and getattr(step, "pace_ms", 0) == 0
         assert not (isinstance(step, Send) and len(step.payload) > 64 * 1024)
+        # No small windows without delays: they cost seconds of zero-window probing.
+        assert not (isinstance(step, Connect) and step.rcvbuf is not None)
 
 
 @FAST
@@ -362,7 +364,7 @@ def test_minimal_half_close() -> None:
 
 def test_minimal_reset_with_output_pending() -> None:
     steps = minimal(lifecycles(kinds=[LifecycleKind.RESET_PENDING]))
-    assert steps == (Connect(0), Send(0, Payload.of(b"\x00")), Reset(0))
+    assert steps == (Connect(0), Send(0, Payload.pattern(1, 0)), Reset(0))
 
 
 def test_minimal_flood_is_at_its_minimal_size() -> None:
@@ -398,6 +400,27 @@ def test_big_sends_shrink_to_the_threshold() -> None:
     # many other steps survive shrinking varies from run to run under load.
     assert [len(x.payload) for x in sends] == [100_001], script
     assert script.steps[0] == Connect(0), script
+
+
+def test_sends_on_power_of_two_edges_are_drawn() -> None:
+    edges = {4095, 4096, 4097}
+    script = minimal(
+        short_scripts(), lambda s: any(isinstance(x, Send) and len(x.payload) in edges for x in s)
+    )
+    assert [len(x.payload) for x in script if isinstance(x, Send)] == [4095], script
+
+
+def test_interleavings_shrink_to_the_fewest_steps_that_overlap() -> None:
+    def overlapping(script: Script) -> bool:
+        # Connection 1 opens while connection 0 still has steps to come.
+        steps = list(script)
+        opens = [i for i, x in enumerate(steps) if isinstance(x, Connect) and x.conn == 1]
+        return bool(opens) and any(getattr(x, "conn", None) == 0 for x in steps[opens[0] :])
+
+    script = minimal(SMALL, overlapping)
+    # Connect, Connect, then one step of connection 0 (a Close, a Reset or an empty Send).
+    assert script.steps[:2] == (Connect(0), Connect(1)), script
+    assert len(script) == 3 and script.steps[2].conn == 0, script
 
 
 def test_fragmentations_shrink_to_one_write() -> None:
