@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from harness.script import Flood
-from strategies._cache import integers, unwrapped
+from strategies._cache import unwrapped
 from strategies._validation import check_integer
-from strategies.payloads import MAX_SEED, MiB, draw_size
+from strategies.payloads import SEEDS, MiB, draw_size
 
 KiB = 1024
 #: net.ipv4.tcp_wmem on this host: min, default, max.
@@ -96,7 +96,7 @@ def _floods(draw: st.DrawFn, conn: int, min_size: int, max_size: int) -> Flood:
 
 def draw_flood(draw: st.DrawFn, conn: int, min_size: int, max_size: int) -> Flood:
     """Draw a Flood of ``min_size`` to ``max_size`` bytes (arguments already valid)."""
-    return Flood(conn, size=draw_size(draw, min_size, max_size), seed=draw(integers(0, MAX_SEED)))
+    return Flood(conn, size=draw_size(draw, min_size, max_size), seed=draw(SEEDS))
 
 
 @functools.lru_cache(maxsize=256)

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from strategies._cache import draw_one_of, integers
 from strategies._validation import check_bool, check_integer
+from strategies.payloads import SEEDS
 
 #: A write per example costs a syscall on each side; 64 keeps even byte-by-byte sends fast.
 DEFAULT_MAX_WRITES = 64
@@ -47,7 +48,6 @@ DEFAULT_SOCKET_BUFFER = 16 * 1024
 #: Largest pause between two fragments, and the most all pauses of one Send may add up to.
 DEFAULT_MAX_DELAY_MS = 5
 MAX_TOTAL_DELAY_MS = 100
-_SEEDS = integers(0, (1 << 16) - 1)
 #: Random cuts are few (byte-at-a-time covers the many-writes case): each write costs syscalls.
 MAX_RANDOM_CUTS = 15
 
@@ -137,7 +137,7 @@ def draw_fragmentation(
         # to one cut; the script spells the fragments out, so a reproducer
         # shows where they fell.
         count = draw(integers(1, min(MAX_RANDOM_CUTS, max_writes - 1, size - 1)))
-        placement = draw(_SEEDS)
+        placement = draw(SEEDS)
         # Seed 0, the shrink target, puts the cuts up front: `count` one-byte
         # writes, then the rest.
         points = (

@@ -35,6 +35,8 @@ MAX_PAYLOAD_SIZE = 64 * MiB
 #: Seeds are small: the pattern also depends on the connection id, and scripts renumber
 #: seeds per connection anyway, so a seed only has to tell one payload from the next.
 MAX_SEED = (1 << 16) - 1
+#: Every seed a strategy draws (payload patterns, floods, cut placements, shuffles).
+SEEDS = integers(0, MAX_SEED)
 #: Choices 3, 4, 5 of draw_size's second draw snap to 2**k - 1, 2**k, 2**k + 1.
 _FIRST_EDGE = 3
 _EDGE_CHOICES = integers(0, 5)
@@ -78,7 +80,7 @@ def draw_payload(draw: st.DrawFn, min_size: int, max_size: int, *, allow_generat
     if literal_ok and not (generated_ok and draw(st.booleans())):
         return Payload.of(draw(st.binary(min_size=min_size, max_size=min(max_size, LITERAL_MAX_SIZE))))
     size = draw_size(draw, max(min_size, LITERAL_MAX_SIZE + 1), max_size)
-    return Payload.pattern(size, draw(st.integers(0, MAX_SEED)))
+    return Payload.pattern(size, draw(SEEDS))
 
 
 def payload_sizes(min_size: int, max_size: int) -> st.SearchStrategy[int]:

@@ -47,7 +47,7 @@ from strategies.lifecycles import (
     check_limits,
     fitting_kinds,
 )
-from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, KiB
+from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, SEEDS, KiB
 
 DEFAULT_MAX_CONNECTIONS = 8
 DEFAULT_MAX_STEPS = 40
@@ -221,7 +221,6 @@ class Interleaving(enum.Enum):
 _INTERLEAVINGS = sampled_from(
     (Interleaving.SEQUENTIAL, Interleaving.ROUND_ROBIN, Interleaving.SHUFFLED, Interleaving.SHUFFLED)
 )
-_SEEDS = integers(0, (1 << 16) - 1)
 
 
 def _interleave(draw: st.DrawFn, threads: list[tuple[Step, ...]]) -> list[Step]:
@@ -230,7 +229,7 @@ def _interleave(draw: st.DrawFn, threads: list[tuple[Step, ...]]) -> list[Step]:
     how = draw(_INTERLEAVINGS) if len(active) > 1 else Interleaving.SEQUENTIAL
     if how is Interleaving.SEQUENTIAL:
         return [step for thread in threads for step in thread]
-    switches = random.Random(draw(_SEEDS)) if how is Interleaving.SHUFFLED else None
+    switches = random.Random(draw(SEEDS)) if how is Interleaving.SHUFFLED else None
     positions = [0] * len(threads)
     current = 0  # an index into active
     merged: list[Step] = []
