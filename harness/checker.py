@@ -272,15 +272,23 @@ class Checker:
                 self.server.ensure_alive()
             except ServerDiedError as exc:
                 return [Violation(SURVIVES, str(exc))]
+        watch_fds = self.observer is not None and CLEANUP not in self._skip
+        count = self._wait_fds() if watch_fds else 0
+        # The probes come once the script's descriptors are free, so that they
+        # take those numbers. Probing earlier (on a loaded machine the server
+        # may not have handled the last reset yet) hands a freed descriptor and
+        # the state kept on it to the next script's first connection instead,
+        # where it is neither recognised nor replays.
         probe_violation = self._probe_after(transcript)
         if probe_violation is not None:
             return [probe_violation]
         if self.observer is None:
             return found
-        if CLEANUP in self._skip:
+        if not watch_fds:
             self._dirty |= self.observer.fd_count() > self.fd_baseline
         else:
-            count = self.observer.wait_fds(self.fd_baseline, self.limits.cleanup_timeout)
+            if count <= self.fd_baseline:
+                count = self._wait_fds()  # the probes' own descriptors
             if count > self.fd_baseline:
                 found.append(Violation(CLEANUP, self._leak_message(count)))
         if IDLE_CPU in self._skip:
@@ -306,6 +314,10 @@ class Checker:
                 )
             )
         return found
+
+    def _wait_fds(self) -> int:
+        assert self.observer is not None
+        return self.observer.wait_fds(self.fd_baseline, self.limits.cleanup_timeout)
 
     def _leak_message(self, count: int) -> str:
         assert self.observer is not None
