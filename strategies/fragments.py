@@ -132,17 +132,15 @@ def draw_fragmentation(
     if cut is Cut.ONE_WRITE:
         return Fragmentation()
     if cut is Cut.RANDOM:
-        # Two choices whatever the number of cuts (a list of positions costs two
-        # per cut): how many, and a seed that places them. The count shrinks
-        # to one cut; the script spells the fragments out, so a reproducer
-        # shows where they fell.
-        count = draw(integers(1, min(MAX_RANDOM_CUTS, max_writes - 1, size - 1)))
+        # One choice whatever the number of cuts (a list of positions costs two
+        # per cut): a seed that gives both the count and the places. Seed k
+        # below the most cuts means k + 1 cuts, so the shrinker, walking the
+        # seed down, walks the count down; seed 0, the shrink target, is one
+        # cut after the first byte. The script spells the fragments out, so a
+        # reproducer shows where they fell.
         placement = draw(SEEDS)
-        # Seed 0, the shrink target, puts the cuts up front: `count` one-byte
-        # writes, then the rest.
-        points = (
-            range(1, count + 1) if placement == 0 else random.Random(placement).sample(range(1, size), count)
-        )
+        count = 1 + placement % min(MAX_RANDOM_CUTS, max_writes - 1, size - 1)
+        points = [1] if placement == 0 else random.Random(placement).sample(range(1, size), count)
         edges = [0, *sorted(points)]
         fragments = tuple(b - a for a, b in itertools.pairwise(edges))
     elif cut is Cut.BYTES:

@@ -285,8 +285,9 @@ def _lifecycles(
     kinds: tuple[LifecycleKind, ...],
     max_steps: int,
     may_flood: bool = True,
+    nodelay: bool | None = None,
 ) -> tuple[Step, ...]:
-    return draw_lifecycle(draw, conn, limits, kinds, max_steps, may_flood=may_flood)
+    return draw_lifecycle(draw, conn, limits, kinds, max_steps, may_flood=may_flood, nodelay=nodelay)
 
 
 def slow_readers(
@@ -386,6 +387,7 @@ def draw_lifecycle(
     max_steps: int,
     *,
     may_flood: bool = True,
+    nodelay: bool | None = None,
 ) -> tuple[Step, ...]:
     """Draw one lifecycle of at most ``max_steps`` steps (at least one kind must fit).
 
@@ -404,11 +406,15 @@ def draw_lifecycle(
     (:data:`_FALLBACK`); an action that cannot (a read with nothing owed, a
     second flood) becomes a Send. RESET_PENDING reuses the body's last Send,
     drawing its own only when it is the one kind asked for.
+
+    ``nodelay`` (TCP_NODELAY on the Connect) is drawn here unless the caller
+    has drawn it already (:func:`strategies.scripts` folds it into a choice
+    it makes anyway).
     """
     wanted = set(kinds)
     allowed = tuple(k for k in ALL_KINDS if k in wanted and (limits.allow_floods or k not in FLOODING_KINDS))
     fitting = fitting_kinds(allowed, limits, max_steps)
-    state = _Connection(conn, [_connect(draw, conn, limits.allow_delays)])
+    state = _Connection(conn, [_connect(draw, conn, limits.allow_delays, nodelay)])
     connected = [k for k in fitting if k is not LifecycleKind.ABORT_CONNECT]
     max_body = 0
     if connected:
@@ -510,11 +516,16 @@ _CONNECT_VARIANTS = sampled_from(((False, True),) * 3 + ((False, False),) * 3 + 
 #: leaves the server's sends to the kernel's zero-window probes, which back off
 #: to seconds (22 s measured for a 64 KiB echo into a 1448-byte SO_RCVBUF).
 _QUICK_CONNECT_VARIANTS = sampled_from(((False, True), (False, False)))
+#: Small SO_RCVBUF?, when TCP_NODELAY is known: the same one in four.
+_SLOW_WINDOW = sampled_from((False, False, False, True))
 _SLOW_RCVBUFS = integers(SLOW_RCVBUF_MIN, SLOW_RCVBUF_MAX)
 
 
-def _connect(draw: st.DrawFn, conn: int, allow_delays: bool) -> Connect:
-    slow, nodelay = draw(_CONNECT_VARIANTS if allow_delays else _QUICK_CONNECT_VARIANTS)
+def _connect(draw: st.DrawFn, conn: int, allow_delays: bool, nodelay: bool | None = None) -> Connect:
+    if nodelay is None:
+        slow, nodelay = draw(_CONNECT_VARIANTS if allow_delays else _QUICK_CONNECT_VARIANTS)
+    else:
+        slow = allow_delays and draw(_SLOW_WINDOW)
     rcvbuf = draw(_SLOW_RCVBUFS) if slow else None
     return Connect(conn, rcvbuf=rcvbuf, nodelay=nodelay)
 

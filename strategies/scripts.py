@@ -137,9 +137,13 @@ def short_scripts(*, max_connections: int = SHORT_MAX_CONNECTIONS) -> st.SearchS
 
 #: What comes after a thread, in one choice: 0 or 1 ends the script (0 is the
 #: shrink target), 7 is a burst of connects (one in eight: rare, and it shrinks
-#: to a connection or to the end), anything else one more connection.
+#: to a connection or to the end), anything else one more connection, with
+#: Nagle's algorithm on for 5 and 6 (the connection's TCP_NODELAY, a choice
+#: fewer per connection; it shrinks to TCP_NODELAY on). The first thread is a
+#: connection whatever the value, Nagle's or not by the same rule.
 _NEXT = integers(0, 7)
 _LAST_END = 1
+_NAGLE = range(5, 7)
 _BURST = 7
 
 
@@ -147,9 +151,9 @@ _BURST = 7
 # strategy object each (see strategies._cache).
 @functools.lru_cache(maxsize=4096)
 def _cached_lifecycles(
-    conn: int, limits: Limits, kinds: tuple[LifecycleKind, ...], budget: int, may_flood: bool
+    conn: int, limits: Limits, kinds: tuple[LifecycleKind, ...], budget: int, may_flood: bool, nodelay: bool
 ) -> st.SearchStrategy[tuple[Step, ...]]:
-    return unwrapped(_lifecycles(conn, limits, kinds, budget, may_flood))
+    return unwrapped(_lifecycles(conn, limits, kinds, budget, may_flood, nodelay))
 
 
 def _draw_threads(
@@ -194,7 +198,8 @@ def _draw_threads(
         # floods at most twice (in its body, and in an ending such as
         # HALF_CLOSE_PENDING), so it may flood only while two more fit under the cap.
         may_flood = floods + MAX_FLOODS_PER_LIFECYCLE <= MAX_FLOODS_PER_SCRIPT
-        steps = draw(_cached_lifecycles(connections, limits, kinds, budget, may_flood))
+        nodelay = upcoming not in _NAGLE
+        steps = draw(_cached_lifecycles(connections, limits, kinds, budget, may_flood, nodelay))
         floods += sum(isinstance(step, Flood) for step in steps)
         budget -= len(steps)
         connections += 1

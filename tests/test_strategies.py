@@ -410,6 +410,18 @@ def test_sends_on_power_of_two_edges_are_drawn() -> None:
     assert [len(x.payload) for x in script if isinstance(x, Send)] == [4095], script
 
 
+def test_connection_variants_are_drawn_and_shrink_to_one_each() -> None:
+    # Nagle's algorithm on (TCP_NODELAY off) for the first connection, or only the second.
+    def nagle(conn: int) -> Callable[[Script], bool]:
+        return lambda s: any(isinstance(x, Connect) and x.conn == conn and not x.nodelay for x in s)
+
+    assert minimal(SMALL, nagle(0)).steps == (Connect(0, nodelay=False),)
+    assert minimal(SMALL, nagle(1)).steps == (Connect(0), Connect(1, nodelay=False))
+    # A small receive window only where delays are allowed (see short_scripts).
+    slow = minimal(scripts(), lambda s: any(isinstance(x, Connect) and x.rcvbuf for x in s))
+    assert slow.steps == (Connect(0, rcvbuf=SLOW_RCVBUF_MIN),), slow
+
+
 def test_interleavings_shrink_to_the_fewest_steps_that_overlap() -> None:
     def overlapping(script: Script) -> bool:
         # Connection 1 opens while connection 0 still has steps to come.
