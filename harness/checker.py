@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ServerDiedError, ServerStartError
-from harness.executor import Executor, Transcript
+from harness.executor import Client, Executor, Transcript
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.observe import ServerObserver, server_send_queue
 from harness.oracle import NO_CROSSTALK
@@ -43,6 +43,8 @@ CAPTURE_TAIL = 0.05  # segments in flight when a script returns reach the captur
 SETTLE_ROUNDS = 3
 # Fresh connections opened at once after each script (one per connection of the script, up to this).
 MAX_PROBES = 8
+# A thread seen asleep in the same write twice this far apart is blocked in it.
+STALL_RESAMPLE = 0.02
 # Runnable (on a CPU or queued for one) this much of an idle window: a busy loop, however loaded the host.
 SPIN_RUNNABLE_FRACTION = 0.9
 
@@ -194,7 +196,7 @@ class Checker:
         self._skip = skip
         self._dirty = False
         self._rss_before = self._rss_peak = self.observer.rss() if self.observer else 0
-        return Executor(self.address, self.limits, self._checkpoint)
+        return Executor(self.address, self.limits, self._checkpoint, self._blocked_on)
 
     def judge(self, script: Script, transcript: Transcript) -> Outcome:
         """Judge a settled transcript and the server after it; restart the server if it broke."""
@@ -228,6 +230,31 @@ class Checker:
                         f"{open_count} idle connection(s) open and nothing to send (a busy loop)",
                     )
                 )
+
+    def _blocked_on(self, executor: Executor, stalled: Client) -> str | None:
+        """A server thread asleep in a write to another client's socket, twice STALL_RESAMPLE apart.
+
+        The one sign of a server blocked on a client that does not read, what
+        that client sent whatever (see :func:`harness.observe.blocked_writes`);
+        the same write seen twice is not a write on its way through.
+        """
+        if self.observer is None:
+            return None
+        first = self.observer.blocked_writes()
+        if not first:
+            return None
+        time.sleep(STALL_RESAMPLE)
+        by_port = {c.port: c.conn for c in executor.clients.values()}
+        for pid, writes in self.observer.blocked_writes().items():
+            for write in writes:
+                if write not in first.get(pid, ()):
+                    continue
+                port = self.observer.peer_port(pid, write.fd)
+                if port is None or port == stalled.port:
+                    continue
+                who = f"connection {by_port[port]!r}" if port in by_port else f"the client on port {port}"
+                return f"the server sat in a blocking {write.call}() on fd {write.fd}, {who}'s socket"
+        return None
 
     def _note_send_queues(self, executor: Executor) -> None:
         assert self._pid is not None

@@ -67,6 +67,9 @@ BURST_FAILED = "burst-failed"
 FLOOD = "flood"
 
 Checkpoint = Callable[[str, "Executor"], None]
+#: Asked when ``client`` stalls: what the server is blocked on elsewhere (a
+#: write to another client's full socket), described, or None.
+StallProbe = Callable[["Executor", "Client"], str | None]
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,12 @@ class Executor:
         address: tuple[str, int],
         limits: Limits = DEFAULT_LIMITS,
         checkpoint: Checkpoint | None = None,
+        stall_probe: StallProbe | None = None,
     ) -> None:
         self.address = address
         self.limits = limits
         self.checkpoint = checkpoint
+        self.stall_probe = stall_probe
         self.clients: dict[Hashable, Client] = {}
         self.orphans: list[socket.socket] = []  # sockets whose connection was reset on the wire
         self.transcript = Transcript(Script(()))
@@ -256,13 +261,12 @@ class Executor:
                         f"the server took no bytes for {self.limits.stall_timeout:.1f} s "
                         f"({len(view)} of {len(data)} bytes unsent) while the client kept reading"
                     )
-                    # As for reads: stuck while another client leaves a flood
-                    # unread is the server blocking on that client.
-                    blockers = self._flooded_others(client)
-                    if blockers:
-                        detail += f", while connection(s) {blockers} had a flood unread"
+                    # As for reads: stuck while the server blocks on another client.
+                    blocker = self._blocker(client)
+                    if blocker:
+                        detail += f", while {blocker}"
                     self.transcript.add(
-                        self.step_index, client.conn, HOL_STALLED if blockers else SEND_FAILED, detail
+                        self.step_index, client.conn, HOL_STALLED if blocker else SEND_FAILED, detail
                     )
                     self.transcript.stalled = True
                     return False
@@ -508,16 +512,15 @@ class Executor:
                     return False
                 if now - last_progress > self.limits.stall_timeout:
                     owed = self.oracle.owed(client.conn)
-                    blockers = self._flooded_others(client)
                     detail = f"no byte for {now - last_progress:.1f} s with {owed} bytes owed"
                     if stall_kind == EOF_MISSING:
                         detail = (
                             f"no EOF {now - last_progress:.1f} s after the client's half-close"
                             f" ({owed} bytes still owed)"
                         )
-                    elif blockers:
+                    elif blocker := self._blocker(client):
                         stall_kind = HOL_STALLED
-                        detail += f", while connection(s) {blockers} had a flood unread"
+                        detail += f", while {blocker}"
                     self.transcript.add(self.step_index, client.conn, stall_kind, detail)
                     self.transcript.stalled = True
                     return False
@@ -542,9 +545,18 @@ class Executor:
         finally:
             sel.close()
 
-    def _flooded_others(self, client: Client) -> list[Hashable]:
-        """The other open connections that flooded and have not read their echo back."""
-        return [c.conn for c in self.clients.values() if c is not client and c.flooded and not c.closed]
+    def _blocker(self, client: Client) -> str | None:
+        """Why ``client`` stalls, if it is another client: head-of-line blocking, described.
+
+        Another open connection that flooded and has not read its echo back
+        (the server may wait on it, or write to it, whatever it does); else
+        what the stall probe sees: the server asleep in a write to another
+        client's socket (a big Send left unread fills it just as well).
+        """
+        flooded = [c.conn for c in self.clients.values() if c is not client and c.flooded and not c.closed]
+        if flooded:
+            return f"connection(s) {flooded} had a flood unread"
+        return self.stall_probe(self, client) if self.stall_probe is not None else None
 
     def _cut_short(self, client: Client) -> None:
         """A step outlived step_timeout while bytes kept moving: slow, not stalled.

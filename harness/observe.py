@@ -141,6 +141,23 @@ class ServerObserver:
             count = self.fd_count()
         return count
 
+    def blocked_writes(self) -> dict[int, list[BlockedWrite]]:
+        """Per process of the tree, its threads asleep in a socket write (see :func:`blocked_writes`)."""
+        found = {}
+        for proc in self.tree():
+            writes = blocked_writes(proc.pid)
+            if writes:
+                found[proc.pid] = writes
+        return found
+
+    def peer_port(self, pid: int, fd: int) -> int | None:
+        """The remote port of the TCP socket ``fd`` of process ``pid``, if it is one."""
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return None
+        return next((c.raddr.port for c in conns if c.fd == fd and c.raddr), None)
+
     def looks_busy(self) -> bool:
         """Is a process of the tree runnable (state R) at every sample over BUSY_SPAN seconds?
 
@@ -168,6 +185,50 @@ class ServerObserver:
         time.sleep(window)
         after = self.usage().cpu_seconds
         return (after - before) / max(time.monotonic() - started, 1e-6)
+
+
+@dataclass(frozen=True)
+class BlockedWrite:
+    """A thread of the server asleep in a write to a socket: ``call(fd, ...)``."""
+
+    tid: int
+    call: str
+    fd: int
+
+
+#: The system calls a blocking socket write sleeps in, by machine (the kernel's syscall tables).
+_WRITE_SYSCALLS = {
+    "x86_64": {1: "write", 20: "writev", 44: "sendto", 46: "sendmsg", 307: "sendmmsg"},
+    "aarch64": {64: "write", 66: "writev", 206: "sendto", 211: "sendmsg", 269: "sendmmsg"},
+}.get(os.uname().machine, {})
+
+
+def blocked_writes(pid: int) -> list[BlockedWrite]:
+    """The threads of ``pid`` asleep inside a write-like system call, from ``/proc/<pid>/task/*/syscall``.
+
+    The file holds "running" for a thread on a CPU, or the number and
+    arguments of the call it sleeps in: a single-threaded epoll server asleep
+    in ``sendto()`` has a blocking socket that is full, and serves nobody
+    until that peer reads. Empty where the file cannot be read (another
+    user's process, an unknown machine).
+    """
+    found = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as fh:
+                fields = fh.read().split()
+        except OSError:
+            continue
+        if len(fields) < 2 or not fields[0].isdigit():
+            continue
+        call = _WRITE_SYSCALLS.get(int(fields[0]))
+        if call is not None:
+            found.append(BlockedWrite(int(tid), call, int(fields[1], 16)))
+    return found
 
 
 def _running(proc: psutil.Process) -> bool:

@@ -70,3 +70,24 @@ def test_a_send_stalled_behind_an_unread_flood_is_head_of_line_blocking(blocking
     )
     found = names(blocking_checker, script)
     assert NO_HOL_BLOCKING in found and ECHO_COMPLETE not in found, found
+
+
+def test_a_read_stalled_behind_a_big_unread_send_is_head_of_line_blocking(blocking_checker: Checker) -> None:
+    """No flood this time: a plain Send whose echo overfills connection 0's path, never read.
+
+    Nothing in the script marks connection 0 as a blocker; what the server is
+    doing does: its one thread sleeps in sendto() on connection 0's socket.
+    """
+    script = Script(
+        (
+            Connect(0),
+            Send(0, Payload.pattern(echo_path_capacity(), 0)),
+            Connect(1),
+            Send(1, Payload.pattern(5, 0)),
+            Read(1),
+        )
+    )
+    outcome = blocking_checker.check(script)
+    assert {v.property_name for v in outcome.violations} == {NO_HOL_BLOCKING}, outcome.violations
+    assert "blocking sendto() on fd" in outcome.violations[0].message
+    assert "connection 0's socket" in outcome.violations[0].message
