@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ServerDiedError, ServerStartError
-from harness.executor import Client, Executor, Transcript
+from harness.executor import QUIET_REASON, Client, Executor, Transcript
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.observe import ServerObserver, server_send_queue
 from harness.oracle import NO_CROSSTALK
@@ -89,6 +89,7 @@ class Checker:
         self.restarts = 0
         self._skip: frozenset[str] = frozenset()
         self._dirty = False  # a skipped property looked broken: restart after this example
+        self._fds_waited = 0.0  # how long the last cleanup wait took (see _leak_message)
         self._checks: list[Violation] = []
         self._rss_before = self._rss_peak = 0
 
@@ -196,7 +197,7 @@ class Checker:
         self._skip = skip
         self._dirty = False
         self._rss_before = self._rss_peak = self.observer.rss() if self.observer else 0
-        return Executor(self.address, self.limits, self._checkpoint, self._blocked_on)
+        return Executor(self.address, self.limits, self._checkpoint, self)
 
     def judge(self, script: Script, transcript: Transcript) -> Outcome:
         """Judge a settled transcript and the server after it; restart the server if it broke."""
@@ -231,7 +232,13 @@ class Checker:
                     )
                 )
 
-    def _blocked_on(self, executor: Executor, stalled: Client) -> str | None:
+    # -- what the executor asks while a client waits (harness.executor.ServerWatch) --
+
+    def quiescent(self) -> bool:
+        """The server can do nothing more without new input (see :meth:`ServerObserver.quiescent`)."""
+        return self.observer is not None and self.observer.quiescent(self.address[1])
+
+    def blocked_on(self, executor: Executor, stalled: Client) -> str | None:
         """A server thread asleep in a write to another client's socket, twice STALL_RESAMPLE apart.
 
         The one sign of a server blocked on a client that does not read, what
@@ -344,15 +351,20 @@ class Checker:
 
     def _wait_fds(self) -> int:
         assert self.observer is not None
-        return self.observer.wait_fds(self.fd_baseline, self.limits.cleanup_timeout)
+        started = time.monotonic()
+        count = self.observer.wait_fds(self.fd_baseline, self.limits.cleanup_timeout, self.address[1])
+        self._fds_waited = time.monotonic() - started
+        return count
 
     def _leak_message(self, count: int) -> str:
         assert self.observer is not None
         stuck = [s for s in self.observer.sockets() if s.status == "CLOSE_WAIT"]
-        text = (
-            f"{count - self.fd_baseline} fd(s) still open {self.limits.cleanup_timeout:.1f} s after the "
-            f"connections ended (baseline {self.fd_baseline}, now {count})"
-        )
+        # Either the deadline passed, or the server went to sleep for good first.
+        when = f"{self._fds_waited:.2f} s after the connections ended"
+        if self._fds_waited < self.limits.cleanup_timeout:
+            when += f", and none will close: {QUIET_REASON}"
+        leaked = count - self.fd_baseline
+        text = f"{leaked} fd(s) still open {when} (baseline {self.fd_baseline}, now {count})"
         if stuck:
             text += f"; {len(stuck)} socket(s) in CLOSE_WAIT: " + ", ".join(
                 f"{s.local}<-{s.remote}" for s in stuck[:4]

@@ -27,6 +27,7 @@ import termios
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.oracle import EchoOracle
@@ -52,6 +53,11 @@ RECV_SIZE = 256 * 1024
 FLOOD_CHUNK = 64 * 1024
 BURST_ID_BASE = 1_000_000
 FAST_READ_RCVBUF = 1024 * 1024
+# While a read waits: select() in slices this long; after QUIET_AFTER without a
+# byte, and as often, ask whether the server is quiescent (ServerWatch.quiescent).
+SELECT_SLICE = 0.02
+QUIET_AFTER = 0.05
+QUIET_REASON = "the server sleeps in its event wait with no timeout and no byte in flight"
 SETTLE_STEP = -1  # the step index recorded for events of the settle phase
 LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -67,9 +73,16 @@ BURST_FAILED = "burst-failed"
 FLOOD = "flood"
 
 Checkpoint = Callable[[str, "Executor"], None]
-#: Asked when ``client`` stalls: what the server is blocked on elsewhere (a
-#: write to another client's full socket), described, or None.
-StallProbe = Callable[["Executor", "Client"], str | None]
+
+
+class ServerWatch(Protocol):
+    """What the executor asks about the server while a client waits on it (a Checker answers)."""
+
+    def blocked_on(self, executor: Executor, stalled: Client) -> str | None:
+        """What the server is blocked on elsewhere (a write to another client's full socket), or None."""
+
+    def quiescent(self) -> bool:
+        """Can the server do nothing more without new input (so no byte can come)?"""
 
 
 @dataclass(frozen=True)
@@ -119,12 +132,12 @@ class Executor:
         address: tuple[str, int],
         limits: Limits = DEFAULT_LIMITS,
         checkpoint: Checkpoint | None = None,
-        stall_probe: StallProbe | None = None,
+        watch: ServerWatch | None = None,
     ) -> None:
         self.address = address
         self.limits = limits
         self.checkpoint = checkpoint
-        self.stall_probe = stall_probe
+        self.watch = watch
         self.clients: dict[Hashable, Client] = {}
         self.orphans: list[socket.socket] = []  # sockets whose connection was reset on the wire
         self.transcript = Transcript(Script(()))
@@ -502,7 +515,7 @@ class Executor:
         if not pace_ms:
             self._read_fast(client)
         try:
-            started = last_progress = time.monotonic()
+            started = last_progress = next_quiet_check = time.monotonic()
             while not done(client):
                 if client.eof or client.reset:
                     return False
@@ -510,21 +523,30 @@ class Executor:
                 if now - started > self.limits.step_timeout:
                     self._cut_short(client)
                     return False
-                if now - last_progress > self.limits.stall_timeout:
+                waited = now - last_progress
+                # A server that can do nothing more without new input will send
+                # nothing: no need to wait out stall_timeout (a second per failing
+                # example, which is most of what shrinking a stall costs).
+                quiet = False
+                if QUIET_AFTER < waited <= self.limits.stall_timeout and now >= next_quiet_check:
+                    quiet = self.watch is not None and self.watch.quiescent()
+                    next_quiet_check = time.monotonic() + QUIET_AFTER
+                if quiet or waited > self.limits.stall_timeout:
                     owed = self.oracle.owed(client.conn)
-                    detail = f"no byte for {now - last_progress:.1f} s with {owed} bytes owed"
+                    detail = f"no byte for {waited:.2f} s with {owed} bytes owed"
                     if stall_kind == EOF_MISSING:
                         detail = (
-                            f"no EOF {now - last_progress:.1f} s after the client's half-close"
-                            f" ({owed} bytes still owed)"
+                            f"no EOF {waited:.2f} s after the client's half-close ({owed} bytes still owed)"
                         )
                     elif blocker := self._blocker(client):
                         stall_kind = HOL_STALLED
                         detail += f", while {blocker}"
+                    if quiet:
+                        detail += f"; none could come: {QUIET_REASON}"
                     self.transcript.add(self.step_index, client.conn, stall_kind, detail)
                     self.transcript.stalled = True
                     return False
-                if not sel.select(min(0.1, self.limits.stall_timeout)):
+                if not sel.select(min(SELECT_SLICE, self.limits.stall_timeout)):
                     continue
                 before = self.oracle.received_count(client.conn)
                 if not self._recv_once(client, chunk):
@@ -556,7 +578,7 @@ class Executor:
         flooded = [c.conn for c in self.clients.values() if c is not client and c.flooded and not c.closed]
         if flooded:
             return f"connection(s) {flooded} had a flood unread"
-        return self.stall_probe(self, client) if self.stall_probe is not None else None
+        return self.watch.blocked_on(self, client) if self.watch is not None else None
 
     def _cut_short(self, client: Client) -> None:
         """A step outlived step_timeout while bytes kept moving: slow, not stalled.

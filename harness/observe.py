@@ -26,6 +26,10 @@ from harness.errors import ServerDiedError
 POLL_INTERVAL = 0.002
 FIRST_POLL_INTERVAL = 0.0001
 EAGER_POLLS = 10
+# A server seen asleep for good twice this far apart, having not run in between, is quiescent.
+QUIET_RESAMPLE = 0.005
+# Waiting for the fds to close, ask whether the server is quiescent this often.
+QUIET_AFTER = 0.05
 # A tree runnable at every sample over this span is checked for a busy loop.
 BUSY_SPAN = 0.004
 # psutil finds children by reading every /proc/<pid>/stat of the host; the
@@ -124,9 +128,15 @@ class ServerObserver:
     def socket_states(self) -> Counter[str]:
         return Counter(s.status for s in self.sockets())
 
-    def wait_fds(self, baseline: int, timeout: float) -> int:
-        """Poll until the fd count is back to ``baseline``; the last count seen."""
-        deadline = time.monotonic() + timeout
+    def wait_fds(self, baseline: int, timeout: float, server_port: int | None = None) -> int:
+        """Poll until the fd count is back to ``baseline``; the last count seen.
+
+        With ``server_port``, give up early once the server is quiescent
+        (:meth:`quiescent`): a server asleep for good closes nothing more.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        next_quiet_check = started + QUIET_AFTER
         count = self.fd_count()
         # The server usually closes within a fraction of a millisecond of the
         # client: the first polls come back to back (a listdir each, tens of
@@ -139,6 +149,10 @@ class ServerObserver:
                 time.sleep(interval)
                 interval = min(interval * 2, POLL_INTERVAL)
             count = self.fd_count()
+            if server_port is not None and count > baseline and time.monotonic() >= next_quiet_check:
+                if self.quiescent(server_port):
+                    return self.fd_count()
+                next_quiet_check = time.monotonic() + QUIET_AFTER
         return count
 
     def blocked_writes(self) -> dict[int, list[BlockedWrite]]:
@@ -157,6 +171,34 @@ class ServerObserver:
         except psutil.Error:
             return None
         return next((c.raddr.port for c in conns if c.fd == fd and c.raddr), None)
+
+    def quiescent(self, server_port: int) -> bool:
+        """Can the server do nothing more without new input? Then waiting on it is pointless.
+
+        Every thread of the tree waits for events with no timeout, twice,
+        QUIET_RESAMPLE apart, without having run in between, and no byte is on
+        its way to or from the server's port (seen from the server's network
+        namespace and from ours: in the network lab they differ). A server
+        with a timer (a finite timeout), a busy one or one blocked in a write
+        is never quiescent, and is waited for as long as the limits say.
+        """
+        first = self._sleeping_tree()
+        if first is None:
+            return False
+        pids = {self.pid, os.getpid()}
+        if any(bytes_in_flight(pid, server_port) for pid in pids):
+            return False
+        time.sleep(QUIET_RESAMPLE)
+        return self._sleeping_tree() == first
+
+    def _sleeping_tree(self) -> dict[int, dict[int, str]] | None:
+        found = {}
+        for proc in self.tree():
+            threads = sleeping_for_good(proc.pid)
+            if threads is None:
+                return None
+            found[proc.pid] = threads
+        return found or None
 
     def looks_busy(self) -> bool:
         """Is a process of the tree runnable (state R) at every sample over BUSY_SPAN seconds?
@@ -231,6 +273,115 @@ def blocked_writes(pid: int) -> list[BlockedWrite]:
     return found
 
 
+#: The system calls an event loop sleeps in, by machine, and where their timeout is:
+#: (argument index, True for a pointer that is NULL for "no timeout", False for
+#: an int in milliseconds that is negative for "no timeout").
+_WAIT_SYSCALLS: dict[int, tuple[int, bool]] = {
+    "x86_64": {
+        232: (3, False),  # epoll_wait
+        281: (3, False),  # epoll_pwait
+        441: (3, True),  # epoll_pwait2
+        7: (2, False),  # poll
+        271: (2, True),  # ppoll
+        23: (4, True),  # select
+        270: (4, True),  # pselect6
+    },
+    "aarch64": {
+        22: (3, False),  # epoll_pwait
+        441: (3, True),  # epoll_pwait2
+        73: (2, True),  # ppoll
+        72: (4, True),  # pselect6
+    },
+}.get(os.uname().machine, {})
+
+
+def _waits_for_ever(syscall: list[str]) -> bool:
+    """Does a ``/proc/.../syscall`` line show a wait for events with no timeout?"""
+    if len(syscall) < 7 or not syscall[0].isdigit() or int(syscall[0]) not in _WAIT_SYSCALLS:
+        return False
+    index, is_pointer = _WAIT_SYSCALLS[int(syscall[0])]
+    value = int(syscall[1 + index], 16)
+    return value == 0 if is_pointer else (value & 0xFFFFFFFF) >= 0x80000000
+
+
+def sleeping_for_good(pid: int) -> dict[int, str] | None:
+    """Each thread's ``schedstat`` if every thread of ``pid`` waits for events with no timeout, else None.
+
+    Such a process runs again only when one of its descriptors gets an event
+    (or a signal comes). The ``schedstat`` (time run, time waited, times
+    scheduled) of two such snapshots is equal only if no thread ran between them.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    found = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as fh:
+                syscall = fh.read().split()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                found[int(tid)] = fh.read()
+        except OSError:
+            return None
+        if not _waits_for_ever(syscall):
+            return None
+    return found
+
+
+def bytes_in_flight(pid: int, server_port: int) -> bool:
+    """Are bytes still on their way to or from the server, in ``pid``'s network namespace's TCP table?
+
+    A server socket (local port ``server_port``) with a send queue (bytes not
+    yet acknowledged), or a client socket (remote port ``server_port``) with
+    a send queue or unread bytes. A server socket's *receive* queue does not
+    count: what the server left unread stays there until it reads.
+    """
+    rows = _tcp_rows(pid)
+    if rows is None:
+        return True  # unknown: assume the worst
+    return any(
+        row.send_queue or (row.remote_port == server_port and row.receive_queue)
+        for row in rows
+        if server_port in (row.local_port, row.remote_port)
+    )
+
+
+@dataclass(frozen=True)
+class _TcpRow:
+    local_port: int
+    remote_port: int
+    send_queue: int  # bytes sent and not yet acknowledged by the peer
+    receive_queue: int  # bytes received and not yet read
+
+
+def _tcp_rows(pid: int) -> list[_TcpRow] | None:
+    """The TCP sockets of ``pid``'s network namespace (``/proc/<pid>/net/tcp{,6}``); None if unreadable.
+
+    psutil has no queue sizes. The table is the one of the process's network
+    namespace, so this works inside a private namespace too.
+    """
+    rows = []
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split()
+                    send_queue, receive_queue = parts[4].split(":")
+                    rows.append(
+                        _TcpRow(
+                            int(parts[1].rsplit(":", 1)[1], 16),
+                            int(parts[2].rsplit(":", 1)[1], 16),
+                            int(send_queue, 16),
+                            int(receive_queue, 16),
+                        )
+                    )
+        except OSError:
+            return None
+    return rows
+
+
 def _running(proc: psutil.Process) -> bool:
     stat = _stat(proc.pid)
     return stat is not None and stat.state == "R"
@@ -263,22 +414,8 @@ def _stat(pid: int) -> _Stat | None:
 
 
 def server_send_queue(pid: int, server_port: int, client_port: int) -> int | None:
-    """Bytes in the server socket's send queue for one client, from /proc/<pid>/net/tcp{,6}.
-
-    psutil has no queue sizes. The table is the one of the server's network
-    namespace, so this works inside a private namespace too.
-    """
-    wanted_local = f"{server_port:04X}"
-    wanted_remote = f"{client_port:04X}"
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{table}") as fh:
-                next(fh, None)
-                for line in fh:
-                    parts = line.split()
-                    local, remote, queues = parts[1], parts[2], parts[4]
-                    if local.endswith(":" + wanted_local) and remote.endswith(":" + wanted_remote):
-                        return int(queues.split(":")[0], 16)
-        except OSError:
-            return None
-    return None
+    """Bytes in the server socket's send queue for one client (see :func:`_tcp_rows`)."""
+    rows = _tcp_rows(pid) or []
+    return next(
+        (r.send_queue for r in rows if r.local_port == server_port and r.remote_port == client_port), None
+    )

@@ -10,16 +10,18 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from harness.checker import Checker
 from harness.process import ServerProcess
-from harness.properties import ECHO_COMPLETE, NO_HOL_BLOCKING
-from harness.script import Connect, Flood, Payload, Read, Script, Send
+from harness.properties import CLEANUP, ECHO_COMPLETE, NO_HOL_BLOCKING
+from harness.script import Close, Connect, Flood, Pause, Payload, Read, ReadToEof, Script, Send, ShutdownWrite
 from strategies import echo_path_capacity, min_flood_size
 
 MiB = 1 << 20
+PROGRAMS = Path(__file__).parent / "programs"
 
 
 @pytest.fixture
@@ -77,11 +79,15 @@ def test_a_read_stalled_behind_a_big_unread_send_is_head_of_line_blocking(blocki
 
     Nothing in the script marks connection 0 as a blocker; what the server is
     doing does: its one thread sleeps in sendto() on connection 0's socket.
+    The pause lets the server get there before connection 1 comes (on a
+    loaded machine it may still be echoing connection 0's bytes when
+    connection 1's arrive, and serve it first).
     """
     script = Script(
         (
             Connect(0),
-            Send(0, Payload.pattern(echo_path_capacity(), 0)),
+            Send(0, Payload.pattern(min_flood_size(echo_path_capacity()), 0)),
+            Pause(300),
             Connect(1),
             Send(1, Payload.pattern(5, 0)),
             Read(1),
@@ -91,3 +97,50 @@ def test_a_read_stalled_behind_a_big_unread_send_is_head_of_line_blocking(blocki
     assert {v.property_name for v in outcome.violations} == {NO_HOL_BLOCKING}, outcome.violations
     assert "blocking sendto() on fd" in outcome.violations[0].message
     assert "connection 0's socket" in outcome.violations[0].message
+
+
+def test_a_stall_on_a_server_asleep_for_good_is_reported_without_waiting_out_the_deadline() -> None:
+    """oneshot_no_rearm never hears of the second Send: it sleeps in epoll_wait, nothing in flight."""
+    mutant = "server_under_test.mutants.oneshot_no_rearm"
+    checker = Checker(ServerProcess(f"{shlex.quote(sys.executable)} -m {mutant} --port {{port}}"))
+    checker.start()
+    try:
+        script = Script(
+            (Connect(0), Send(0, Payload.pattern(10, 0)), Read(0), Send(0, Payload.pattern(10, 1)), Read(0))
+        )
+        outcome = checker.check(script)
+    finally:
+        checker.stop()
+    stall = next(v for v in outcome.violations if v.property_name == ECHO_COMPLETE)
+    assert "none could come: the server sleeps in its event wait" in stall.message, stall
+    leak = next(v for v in outcome.violations if v.property_name == CLEANUP)
+    assert "none will close" in leak.message, leak
+
+
+def test_a_server_woken_by_its_timer_is_waited_for() -> None:
+    """Slow but correct: every echo and every close comes 0.3 s late, from an epoll_wait timeout.
+
+    Between events the server sleeps in epoll_wait with nothing in flight, as
+    a stuck one does, but with a timeout: it is not quiescent, and the
+    harness waits for it up to stall_timeout and cleanup_timeout as usual.
+    """
+    command = f"{shlex.quote(sys.executable)} {PROGRAMS / 'misbehaving.py'} timer-echo --port {{port}}"
+    checker = Checker(ServerProcess(command))
+    checker.start()
+    try:
+        script = Script(
+            (
+                Connect(0),
+                Send(0, Payload.pattern(100, 0)),
+                Read(0),
+                Connect(1),
+                Send(1, Payload.pattern(10, 1)),
+                ShutdownWrite(1),
+                ReadToEof(1),
+                Close(0),
+            )
+        )
+        outcome = checker.check(script)
+    finally:
+        checker.stop()
+    assert outcome.ok, outcome.violations

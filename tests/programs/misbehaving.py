@@ -5,13 +5,16 @@
 KIND: never-ready (runs, never listens), exits-at-once (one line on stderr,
 exit 3), ignores-sigterm (an echo server that ignores SIGTERM), floods-stdout
 (an echo server that prints without pause), forking (an echo server that
-forks a child per connection, like socat's fork option).
+forks a child per connection, like socat's fork option), timer-echo (a correct
+epoll echo server that acts on each event only TIMER_DELAY later, woken by its
+epoll_wait timeout: slow, never stuck).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import socket
 import sys
@@ -32,6 +35,37 @@ def listen(port: int) -> socket.socket:
     sock.listen(128)
     print(f"LISTENING 127.0.0.1:{sock.getsockname()[1]}", flush=True)
     return sock
+
+
+TIMER_DELAY = 0.3
+
+
+def timer_echo(sock: socket.socket) -> None:
+    """Echo each chunk, and close after EOF, TIMER_DELAY after it came; sleep in epoll_wait with a timeout."""
+    ep = select.epoll()
+    ep.register(sock.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    due: list[tuple[float, int, bytes | None]] = []  # (when, fd, bytes to echo or None: close)
+    while True:
+        timeout = max(0.0, min(when for when, _, _ in due) - time.monotonic()) if due else -1
+        for fd, _ in ep.poll(timeout):
+            if fd == sock.fileno():
+                conn, _ = sock.accept()
+                conns[conn.fileno()] = conn
+                ep.register(conn.fileno(), select.EPOLLIN)
+                continue
+            data = conns[fd].recv(65536)
+            if not data:
+                ep.unregister(fd)
+            due.append((time.monotonic() + TIMER_DELAY, fd, data or None))
+        now = time.monotonic()
+        for item in [item for item in due if item[0] <= now]:
+            due.remove(item)
+            _, fd, data = item
+            if data is None:
+                conns.pop(fd).close()
+            else:
+                conns[fd].sendall(data)  # small test payloads: a blocking send is fine
 
 
 def threaded_echo(sock: socket.socket) -> None:
@@ -59,6 +93,8 @@ def main() -> None:
         line = "x" * 1000 + "\n"
         while True:
             sys.stdout.write(line)
+    elif args.kind == "timer-echo":
+        timer_echo(listen(args.port))
     elif args.kind == "forking":
         sock = listen(args.port)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
