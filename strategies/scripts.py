@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import functools
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from hypothesis import strategies as st
 
@@ -156,6 +156,51 @@ def _cached_lifecycles(
     return unwrapped(_lifecycles(conn, limits, kinds, budget, may_flood, nodelay))
 
 
+@dataclass(frozen=True)
+class _Room:
+    """What may still come in a script, at the start of a thread."""
+
+    first: bool
+    budget: int  # steps left
+    connections: int  # opened so far: the next one's id
+    can_connect: bool
+    can_burst: bool
+    may_flood: bool
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_thread(
+    room: _Room, limits: Limits, kinds: tuple[LifecycleKind, ...], max_burst_count: int
+) -> st.SearchStrategy[tuple[Step, ...]]:
+    return unwrapped(_thread(room, limits, kinds, max_burst_count))
+
+
+@st.composite
+def _thread(
+    draw: st.DrawFn, room: _Room, limits: Limits, kinds: tuple[LifecycleKind, ...], max_burst_count: int
+) -> tuple[Step, ...]:
+    """The what-next choice (see _NEXT) and what it opens: a lifecycle, a burst, or () for the end.
+
+    One draw, so one span: the shrinker deletes a whole thread (choice and
+    lifecycle) at once, and what follows keeps its meaning. As two sibling
+    draws, a thread in the middle of a shuffled script could be deleted only
+    by a two-span deletion, which the shrinker does not always try.
+    """
+    upcoming = draw(_NEXT)
+    if (not room.first and upcoming <= _LAST_END) or not room.budget:
+        return ()
+    if not room.first and upcoming == _BURST:
+        if not room.can_burst:
+            return ()
+        count = draw(integers(1, max_burst_count))
+        size = draw(integers(1, MAX_BURST_SIZE))
+        return (BurstConnect(count=count, size=size),)
+    if not room.can_connect:
+        return ()
+    nodelay = upcoming not in _NAGLE
+    return draw(_cached_lifecycles(room.connections, limits, kinds, room.budget, room.may_flood, nodelay))
+
+
 def _draw_threads(
     draw: st.DrawFn,
     limits: Limits,
@@ -170,40 +215,35 @@ def _draw_threads(
     kinds = limits.kinds()
     assert fitting_kinds(kinds, limits, 1), "a one-step lifecycle always fits"
     # One choice before every thread says what comes next (see _NEXT); the
-    # first one's value is ignored, a script opens at least one connection.
-    # Deleting one (choice, thread) pair, whichever it is, leaves the rest as
+    # first one's value only says TCP_NODELAY or not, a script opens at least
+    # one connection. Deleting one thread, whichever it is, leaves the rest as
     # they were. The choice is drawn even where nothing more fits (no steps
     # left, every connection or burst used), and then ends the script: so a
     # script whose shrinking frees room draws no more choices than before.
     while True:
-        upcoming = draw(_NEXT)
-        if (threads and upcoming <= _LAST_END) or not budget:
-            break
-        can_connect = connections < max_connections
-        can_burst = allow_bursts and bursts < MAX_BURSTS_PER_SCRIPT
-        if threads and upcoming == _BURST:
-            if not can_burst:
-                break
-            count = draw(integers(1, max_burst_count))
-            size = draw(integers(1, MAX_BURST_SIZE))
-            threads.append((BurstConnect(count=count, size=size),))
-            budget -= 1
-            bursts += 1
-            continue
-        if not can_connect:
-            break
         # Once the script has its floods, later connections flood no more (their
         # flood choices turn into sends and plain endings); the budget shrinks
         # as lifecycles use it, and a lone Connect always fits. A lifecycle
         # floods at most twice (in its body, and in an ending such as
         # HALF_CLOSE_PENDING), so it may flood only while two more fit under the cap.
-        may_flood = floods + MAX_FLOODS_PER_LIFECYCLE <= MAX_FLOODS_PER_SCRIPT
-        nodelay = upcoming not in _NAGLE
-        steps = draw(_cached_lifecycles(connections, limits, kinds, budget, may_flood, nodelay))
-        floods += sum(isinstance(step, Flood) for step in steps)
-        budget -= len(steps)
-        connections += 1
+        room = _Room(
+            first=not threads,
+            budget=budget,
+            connections=connections,
+            can_connect=connections < max_connections,
+            can_burst=allow_bursts and bursts < MAX_BURSTS_PER_SCRIPT,
+            may_flood=floods + MAX_FLOODS_PER_LIFECYCLE <= MAX_FLOODS_PER_SCRIPT,
+        )
+        steps = draw(_cached_thread(room, limits, kinds, max_burst_count))
+        if not steps:
+            break
         threads.append(steps)
+        budget -= len(steps)
+        if isinstance(steps[0], BurstConnect):
+            bursts += 1
+        else:
+            floods += sum(isinstance(step, Flood) for step in steps)
+            connections += 1
     return threads
 
 
