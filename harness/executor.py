@@ -460,9 +460,20 @@ class Executor:
         got: dict[int, bytearray] = {fd: bytearray() for fd in pending}
         sent: set[int] = set()
         done = 0
-        deadline = time.monotonic() + self.limits.connect_timeout + self.limits.stall_timeout
+        last_progress = next_quiet_check = time.monotonic()
+        deadline = last_progress + self.limits.connect_timeout + self.limits.stall_timeout
+        quiet = False
         while done < len(pending) and time.monotonic() < deadline:
-            for key, mask in sel.select(0.05):
+            now = time.monotonic()
+            if now - last_progress > QUIET_AFTER and now >= next_quiet_check and self.watch is not None:
+                # As for a read: a server asleep for good will accept and echo no more.
+                if quiet := self.watch.quiescent():
+                    break
+                next_quiet_check = time.monotonic() + QUIET_AFTER
+            events = sel.select(SELECT_SLICE)
+            if events:
+                last_progress = time.monotonic()
+            for key, mask in events:
                 fd = key.fd
                 conn, sock, message = pending[fd]
                 if mask & selectors.EVENT_WRITE and fd not in sent:
@@ -494,7 +505,8 @@ class Executor:
                         done += 1
                         sel.unregister(sock)
         if done < len(pending):
-            problems.append(f"{len(pending) - done} got no complete echo in time")
+            late = f"{len(pending) - done} got no complete echo in time"
+            problems.append(late + (f" (none could come: {QUIET_REASON})" if quiet else ""))
         return done
 
     # -- reading and closing --------------------------------------------------

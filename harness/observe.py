@@ -334,23 +334,31 @@ def bytes_in_flight(pid: int, server_port: int) -> bool:
 
     A server socket (local port ``server_port``) with a send queue (bytes not
     yet acknowledged), or a client socket (remote port ``server_port``) with
-    a send queue or unread bytes. A server socket's *receive* queue does not
-    count: what the server left unread stays there until it reads.
+    a send queue or unread bytes; or either in a state that waits for a
+    segment the kernel will still send or resend (a SYN or a FIN not yet
+    acknowledged: a connect dropped from a full backlog is retried a second
+    later). A server socket's *receive* queue does not count: what the server
+    left unread stays there until it reads.
     """
     rows = _tcp_rows(pid)
     if rows is None:
         return True  # unknown: assume the worst
     return any(
-        row.send_queue or (row.remote_port == server_port and row.receive_queue)
+        row.send_queue or row.state in _HANDSHAKING or (row.remote_port == server_port and row.receive_queue)
         for row in rows
         if server_port in (row.local_port, row.remote_port)
     )
+
+
+# TCP states (include/net/tcp_states.h) in which a SYN or a FIN awaits its ACK.
+_HANDSHAKING = frozenset({0x02, 0x03, 0x04, 0x09, 0x0B})  # SYN_SENT SYN_RECV FIN_WAIT1 LAST_ACK CLOSING
 
 
 @dataclass(frozen=True)
 class _TcpRow:
     local_port: int
     remote_port: int
+    state: int
     send_queue: int  # bytes sent and not yet acknowledged by the peer
     receive_queue: int  # bytes received and not yet read
 
@@ -373,6 +381,7 @@ def _tcp_rows(pid: int) -> list[_TcpRow] | None:
                         _TcpRow(
                             int(parts[1].rsplit(":", 1)[1], 16),
                             int(parts[2].rsplit(":", 1)[1], 16),
+                            int(parts[3], 16),
                             int(send_queue, 16),
                             int(receive_queue, 16),
                         )

@@ -16,8 +16,20 @@ import pytest
 
 from harness.checker import Checker
 from harness.process import ServerProcess
-from harness.properties import CLEANUP, ECHO_COMPLETE, NO_HOL_BLOCKING
-from harness.script import Close, Connect, Flood, Pause, Payload, Read, ReadToEof, Script, Send, ShutdownWrite
+from harness.properties import ACCEPT_ROBUST, CLEANUP, ECHO_COMPLETE, NO_HOL_BLOCKING
+from harness.script import (
+    BurstConnect,
+    Close,
+    Connect,
+    Flood,
+    Pause,
+    Payload,
+    Read,
+    ReadToEof,
+    Script,
+    Send,
+    ShutdownWrite,
+)
 from strategies import echo_path_capacity, min_flood_size
 
 MiB = 1 << 20
@@ -144,3 +156,17 @@ def test_a_server_woken_by_its_timer_is_waited_for() -> None:
     finally:
         checker.stop()
     assert outcome.ok, outcome.violations
+
+
+def test_a_burst_on_a_server_asleep_for_good_fails_without_waiting_out_the_deadline() -> None:
+    """strlen_echo echoes up to the first NUL: the burst's messages (patterns with NULs) never complete."""
+    mutant = "server_under_test.mutants.strlen_echo"
+    checker = Checker(ServerProcess(f"{shlex.quote(sys.executable)} -m {mutant} --port {{port}}"))
+    checker.start()
+    try:
+        outcome = checker.check(Script((BurstConnect(count=5, size=300),)))
+    finally:
+        checker.stop()
+    (violation,) = outcome.violations
+    assert violation.property_name == ACCEPT_ROBUST, violation
+    assert "none could come: the server sleeps in its event wait" in violation.message, violation
