@@ -261,7 +261,12 @@ def _search_round(
             now = time.monotonic()
             elapsed = now - state.started
             state.first_found.setdefault(worst.property_name, elapsed)
-            state.failures[worst.property_name] = _Failure(script, worst, outcome.violations, elapsed)
+            # Keep the smallest failing script seen for the property: Hypothesis
+            # tries smaller candidates for the bug it shrinks, but shrinking
+            # another bug may break this property too, with a larger script.
+            kept = state.failures.get(worst.property_name)
+            if kept is None or _size(script) < _size(kept.script):
+                state.failures[worst.property_name] = _Failure(script, worst, outcome.violations, elapsed)
             round_end[0] = min(round_end[0], now + config.shrink_budget)
             found[0] = True
         state.seen.update(v.property_name for v in outcome.violations)
@@ -292,6 +297,11 @@ def _search_round(
         pass
     except (PropertyViolation, Flaky, BaseExceptionGroup):
         pass  # every failure is in state.failures, with its script
+
+
+def _size(script: Script) -> tuple[int, int]:
+    """What "smaller" means for a reproducer: fewer steps, then fewer bytes."""
+    return len(script), script.bytes_sent
 
 
 def _count(report: RunReport, outcome: Outcome) -> None:
