@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ServerDiedError, ServerStartError
-from harness.executor import QUIET_REASON, Client, Executor, Transcript
+from harness.executor import Client, Executor, Transcript
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.observe import ServerObserver, server_send_queue
 from harness.oracle import NO_CROSSTALK
@@ -36,6 +36,7 @@ from harness.properties import (
     Violation,
     judge_transcript,
 )
+from harness.quiescence import QUIET_REASON
 from harness.script import Script
 
 PROBE_MESSAGE = b"epoll-harness probe\n"

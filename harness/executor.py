@@ -31,6 +31,7 @@ from typing import Protocol
 
 from harness.limits import DEFAULT_LIMITS, Limits
 from harness.oracle import EchoOracle
+from harness.quiescence import QUIET_REASON, HopelessWait
 from harness.script import (
     AbortConnect,
     BurstConnect,
@@ -53,11 +54,9 @@ RECV_SIZE = 256 * 1024
 FLOOD_CHUNK = 64 * 1024
 BURST_ID_BASE = 1_000_000
 FAST_READ_RCVBUF = 1024 * 1024
-# While a read waits: select() in slices this long; after QUIET_AFTER without a
-# byte, and as often, ask whether the server is quiescent (ServerWatch.quiescent).
+# While a read or a burst waits: select() in slices this long, so that a
+# HopelessWait is asked about as often as it may be.
 SELECT_SLICE = 0.02
-QUIET_AFTER = 0.05
-QUIET_REASON = "the server sleeps in its event wait with no timeout and no byte in flight"
 SETTLE_STEP = -1  # the step index recorded for events of the settle phase
 LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -460,19 +459,13 @@ class Executor:
         got: dict[int, bytearray] = {fd: bytearray() for fd in pending}
         sent: set[int] = set()
         done = 0
-        last_progress = next_quiet_check = time.monotonic()
-        deadline = last_progress + self.limits.connect_timeout + self.limits.stall_timeout
-        quiet = False
-        while done < len(pending) and time.monotonic() < deadline:
-            now = time.monotonic()
-            if now - last_progress > QUIET_AFTER and now >= next_quiet_check and self.watch is not None:
-                # As for a read: a server asleep for good will accept and echo no more.
-                if quiet := self.watch.quiescent():
-                    break
-                next_quiet_check = time.monotonic() + QUIET_AFTER
+        wait = self._hopeless_wait()
+        deadline = wait.last_progress + self.limits.connect_timeout + self.limits.stall_timeout
+        # As for a read: a server asleep for good will accept and echo no more.
+        while done < len(pending) and time.monotonic() < deadline and not wait.check():
             events = sel.select(SELECT_SLICE)
             if events:
-                last_progress = time.monotonic()
+                wait.progress()
             for key, mask in events:
                 fd = key.fd
                 conn, sock, message = pending[fd]
@@ -506,7 +499,7 @@ class Executor:
                         sel.unregister(sock)
         if done < len(pending):
             late = f"{len(pending) - done} got no complete echo in time"
-            problems.append(late + (f" (none could come: {QUIET_REASON})" if quiet else ""))
+            problems.append(late + (f" (none could come: {QUIET_REASON})" if wait.hopeless else ""))
         return done
 
     # -- reading and closing --------------------------------------------------
@@ -527,7 +520,8 @@ class Executor:
         if not pace_ms:
             self._read_fast(client)
         try:
-            started = last_progress = next_quiet_check = time.monotonic()
+            wait = self._hopeless_wait()
+            started = wait.last_progress
             while not done(client):
                 if client.eof or client.reset:
                     return False
@@ -535,14 +529,10 @@ class Executor:
                 if now - started > self.limits.step_timeout:
                     self._cut_short(client)
                     return False
-                waited = now - last_progress
+                waited = now - wait.last_progress
                 # A server that can do nothing more without new input will send
-                # nothing: no need to wait out stall_timeout (a second per failing
-                # example, which is most of what shrinking a stall costs).
-                quiet = False
-                if QUIET_AFTER < waited <= self.limits.stall_timeout and now >= next_quiet_check:
-                    quiet = self.watch is not None and self.watch.quiescent()
-                    next_quiet_check = time.monotonic() + QUIET_AFTER
+                # nothing: no need to wait out stall_timeout (see harness.quiescence).
+                quiet = waited <= self.limits.stall_timeout and wait.check()
                 if quiet or waited > self.limits.stall_timeout:
                     owed = self.oracle.owed(client.conn)
                     detail = f"no byte for {waited:.2f} s with {owed} bytes owed"
@@ -563,7 +553,7 @@ class Executor:
                 before = self.oracle.received_count(client.conn)
                 if not self._recv_once(client, chunk):
                     return done(client)
-                last_progress = time.monotonic()
+                wait.progress()
                 # A slow reader pauses after each ``chunk`` bytes, not after
                 # each recv(): with a small SO_RCVBUF one recv returns a few
                 # KiB, and pausing after each would make a flood last minutes.
@@ -591,6 +581,9 @@ class Executor:
         if flooded:
             return f"connection(s) {flooded} had a flood unread"
         return self.watch.blocked_on(self, client) if self.watch is not None else None
+
+    def _hopeless_wait(self) -> HopelessWait:
+        return HopelessWait(self.watch.quiescent if self.watch is not None else None)
 
     def _cut_short(self, client: Client) -> None:
         """A step outlived step_timeout while bytes kept moving: slow, not stalled.

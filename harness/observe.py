@@ -14,6 +14,7 @@ tree is seen running at a moment when it should be asleep.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -22,14 +23,13 @@ from dataclasses import dataclass
 import psutil
 
 from harness.errors import ServerDiedError
+from harness.quiescence import HopelessWait
 
 POLL_INTERVAL = 0.002
 FIRST_POLL_INTERVAL = 0.0001
 EAGER_POLLS = 10
 # A server seen asleep for good twice this far apart, having not run in between, is quiescent.
 QUIET_RESAMPLE = 0.005
-# Waiting for the fds to close, ask whether the server is quiescent this often.
-QUIET_AFTER = 0.05
 # A tree runnable at every sample over this span is checked for a busy loop.
 BUSY_SPAN = 0.004
 # psutil finds children by reading every /proc/<pid>/stat of the host; the
@@ -134,9 +134,10 @@ class ServerObserver:
         With ``server_port``, give up early once the server is quiescent
         (:meth:`quiescent`): a server asleep for good closes nothing more.
         """
-        started = time.monotonic()
-        deadline = started + timeout
-        next_quiet_check = started + QUIET_AFTER
+        wait = HopelessWait(
+            functools.partial(self.quiescent, server_port) if server_port is not None else None
+        )
+        deadline = wait.last_progress + timeout
         count = self.fd_count()
         # The server usually closes within a fraction of a millisecond of the
         # client: the first polls come back to back (a listdir each, tens of
@@ -148,11 +149,12 @@ class ServerObserver:
             if polls > EAGER_POLLS:
                 time.sleep(interval)
                 interval = min(interval * 2, POLL_INTERVAL)
-            count = self.fd_count()
-            if server_port is not None and count > baseline and time.monotonic() >= next_quiet_check:
-                if self.quiescent(server_port):
-                    return self.fd_count()
-                next_quiet_check = time.monotonic() + QUIET_AFTER
+            fewer = self.fd_count()
+            if fewer < count:
+                wait.progress()
+            count = fewer
+            if count > baseline and wait.check():
+                return self.fd_count()
         return count
 
     def blocked_writes(self) -> dict[int, list[BlockedWrite]]:
@@ -340,13 +342,12 @@ def bytes_in_flight(pid: int, server_port: int) -> bool:
     later). A server socket's *receive* queue does not count: what the server
     left unread stays there until it reads.
     """
-    rows = _tcp_rows(pid)
+    rows = _tcp_rows(pid, server_port)
     if rows is None:
         return True  # unknown: assume the worst
     return any(
         row.send_queue or row.state in _HANDSHAKING or (row.remote_port == server_port and row.receive_queue)
         for row in rows
-        if server_port in (row.local_port, row.remote_port)
     )
 
 
@@ -363,18 +364,23 @@ class _TcpRow:
     receive_queue: int  # bytes received and not yet read
 
 
-def _tcp_rows(pid: int) -> list[_TcpRow] | None:
-    """The TCP sockets of ``pid``'s network namespace (``/proc/<pid>/net/tcp{,6}``); None if unreadable.
+def _tcp_rows(pid: int, port: int) -> list[_TcpRow] | None:
+    """The TCP sockets on ``port`` (local or remote) of ``pid``'s network namespace; None if unreadable.
 
-    psutil has no queue sizes. The table is the one of the process's network
-    namespace, so this works inside a private namespace too.
+    From ``/proc/<pid>/net/tcp{,6}``: psutil has no queue sizes. The table is
+    the one of the process's network namespace, so this works inside a private
+    namespace too. A busy host's table holds thousands of TIME_WAIT lines:
+    only lines that name the port are parsed.
     """
+    needle = f":{port:04X} "
     rows = []
     for table in ("tcp", "tcp6"):
         try:
             with open(f"/proc/{pid}/net/{table}") as fh:
                 next(fh, None)
                 for line in fh:
+                    if needle not in line:
+                        continue
                     parts = line.split()
                     send_queue, receive_queue = parts[4].split(":")
                     rows.append(
@@ -424,7 +430,7 @@ def _stat(pid: int) -> _Stat | None:
 
 def server_send_queue(pid: int, server_port: int, client_port: int) -> int | None:
     """Bytes in the server socket's send queue for one client (see :func:`_tcp_rows`)."""
-    rows = _tcp_rows(pid) or []
+    rows = _tcp_rows(pid, client_port) or []
     return next(
         (r.send_queue for r in rows if r.local_port == server_port and r.remote_port == client_port), None
     )
