@@ -10,6 +10,11 @@ Cheap first, dear when needed: the fd count is one ``listdir``; the socket
 table (to name sockets stuck in CLOSE_WAIT) is read only when the fd count
 does not come back; the CPU window is measured only when a process of the
 tree is seen running at a moment when it should be asleep.
+
+What a waiting harness needs to know comes from ``/proc`` directly, where
+psutil has nothing: the system call each thread sleeps in and its arguments
+(``task/*/syscall``: asleep in a write to a full socket, or in an event wait
+with no timeout), and how often it ran (``task/*/schedstat``).
 """
 
 from __future__ import annotations
