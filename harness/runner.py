@@ -244,12 +244,15 @@ def _search_round(
     round_end = [last]  # the shrink window, from this round's first find
     found = [False]  # has this round found anything new?
 
-    def one_example(script: Script) -> None:
+    def stop_if_due() -> None:
         if stop is not None and stop.signal is not None:
             raise Interrupted
         now = time.monotonic()
         if now > round_end[0] or (not found[0] and now > deadline[0]):
             raise _BudgetSpent  # the search is over, or this round's shrinking is
+
+    def one_example(script: Script) -> None:
+        stop_if_due()
         outcome = checker.check(script, skip=known)
         _count(report, outcome)
         state.evidence.update(outcome.evidence)
@@ -288,7 +291,7 @@ def _search_round(
         # The CLI reports violations itself; Hypothesis would also print a
         # "reproduce with @seed" note whenever a budget stops a search.
         verbosity=Verbosity.quiet,
-    )(given(strategy)(one_example))
+    )(given(_checked_before_drawing(strategy, stop_if_due))(one_example))
     if config.seed is not None:
         test = hypothesis_seed(config.seed + round_)(test)
     try:
@@ -302,6 +305,25 @@ def _search_round(
 def _size(script: Script) -> tuple[int, int]:
     """What "smaller" means for a reproducer: fewer steps, then fewer bytes."""
     return len(script), script.bytes_sent
+
+
+def _checked_before_drawing(
+    strategy: st.SearchStrategy[Script], stop_if_due: Callable[[], None]
+) -> st.SearchStrategy[Script]:
+    """``strategy``, with the budgets and the stop signal checked before every draw too.
+
+    Hypothesis may try many inputs that never reach the test: its target
+    phase's hill climbing was seen drawing script after script that overran
+    (each a few hundred milliseconds of choices) for minutes past the time
+    budget, with the test, where the budget was checked, never called.
+    """
+
+    @st.composite
+    def checked(draw: st.DrawFn) -> Script:
+        stop_if_due()
+        return draw(strategy)
+
+    return checked()
 
 
 def _count(report: RunReport, outcome: Outcome) -> None:
