@@ -262,22 +262,28 @@ def blocked_writes(pid: int) -> list[BlockedWrite]:
     user's process, an unknown machine).
     """
     found = []
+    for tid, fields in (_thread_syscalls(pid) or {}).items():
+        call = _WRITE_SYSCALLS.get(int(fields[0])) if len(fields) >= 2 and fields[0].isdigit() else None
+        if call is not None:
+            found.append(BlockedWrite(tid, call, int(fields[1], 16)))
+    return found
+
+
+def _thread_syscalls(pid: int) -> dict[int, list[str]] | None:
+    """Per thread of ``pid``, the fields of ``/proc/<pid>/task/<tid>/syscall``; None if one is unreadable.
+
+    "running", or the number of the call the thread sleeps in, its six
+    arguments, stack and instruction pointers (hexadecimal).
+    """
     try:
         tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    for tid in tids:
-        try:
+        found = {}
+        for tid in tids:
             with open(f"/proc/{pid}/task/{tid}/syscall") as fh:
-                fields = fh.read().split()
-        except OSError:
-            continue
-        if len(fields) < 2 or not fields[0].isdigit():
-            continue
-        call = _WRITE_SYSCALLS.get(int(fields[0]))
-        if call is not None:
-            found.append(BlockedWrite(int(tid), call, int(fields[1], 16)))
-    return found
+                found[int(tid)] = fh.read().split()
+        return found
+    except OSError:
+        return None
 
 
 #: The system calls an event loop sleeps in, by machine, and where their timeout is:
@@ -318,20 +324,15 @@ def sleeping_for_good(pid: int) -> dict[int, str] | None:
     (or a signal comes). The ``schedstat`` (time run, time waited, times
     scheduled) of two such snapshots is equal only if no thread ran between them.
     """
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    syscalls = _thread_syscalls(pid)
+    if not syscalls or not all(_waits_for_ever(fields) for fields in syscalls.values()):
         return None
     found = {}
-    for tid in tids:
+    for tid in syscalls:
         try:
-            with open(f"/proc/{pid}/task/{tid}/syscall") as fh:
-                syscall = fh.read().split()
             with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                found[int(tid)] = fh.read()
+                found[tid] = fh.read()
         except OSError:
-            return None
-        if not _waits_for_ever(syscall):
             return None
     return found
 

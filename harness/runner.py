@@ -313,9 +313,9 @@ def _checked_before_drawing(
     """``strategy``, with the budgets and the stop signal checked before every draw too.
 
     Hypothesis may try many inputs that never reach the test: its target
-    phase's hill climbing was seen drawing script after script that overran
-    (each a few hundred milliseconds of choices) for minutes past the time
-    budget, with the test, where the budget was checked, never called.
+    phase's hill climbing was seen drawing script after script for minutes
+    past the time budget, with the test, where the budget was checked, never
+    called (tests/test_runner.py makes the same happen with rejected inputs).
     """
 
     @st.composite
