@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from harness.script import (
     Close,
     Connect,
     Flood,
-    Pause,
     Payload,
     Read,
     ReadToEof,
@@ -91,24 +91,34 @@ def test_a_read_stalled_behind_a_big_unread_send_is_head_of_line_blocking(blocki
 
     Nothing in the script marks connection 0 as a blocker; what the server is
     doing does: its one thread sleeps in sendto() on connection 0's socket.
-    The pause lets the server get there before connection 1 comes (on a
-    loaded machine it may still be echoing connection 0's bytes when
-    connection 1's arrive, and serve it first).
+    Connection 1 comes only once the server is there (on a loaded machine it
+    may still be echoing connection 0's bytes when connection 1's arrive, and
+    serve it first): the script is played a step at a time, as the state
+    machine plays it, waiting on that condition in between.
     """
-    script = Script(
-        (
-            Connect(0),
-            Send(0, Payload.pattern(min_flood_size(echo_path_capacity()), 0)),
-            Pause(300),
-            Connect(1),
-            Send(1, Payload.pattern(5, 0)),
-            Read(1),
-        )
-    )
-    outcome = blocking_checker.check(script)
+    first = (Connect(0), Send(0, Payload.pattern(min_flood_size(echo_path_capacity()), 0)))
+    then = (Connect(1), Send(1, Payload.pattern(5, 0)), Read(1))
+    executor = blocking_checker.begin()
+    try:
+        for index, step in enumerate(first + then):
+            if index == len(first):
+                server_blocks_in_a_write(blocking_checker)
+            executor.step_index = index
+            executor.run_step(step)
+    finally:
+        executor.abort_all()
+    outcome = blocking_checker.judge(Script(first + then), executor.transcript)
     assert {v.property_name for v in outcome.violations} == {NO_HOL_BLOCKING}, outcome.violations
     assert "blocking sendto() on fd" in outcome.violations[0].message
     assert "connection 0's socket" in outcome.violations[0].message
+
+
+def server_blocks_in_a_write(checker: Checker, within: float = 30.0) -> None:
+    assert checker.observer is not None
+    deadline = time.monotonic() + within
+    while not checker.observer.blocked_writes():
+        assert time.monotonic() < deadline, f"the server was not blocked in a write within {within} s"
+        time.sleep(0.01)
 
 
 def test_a_stall_on_a_server_asleep_for_good_is_reported_without_waiting_out_the_deadline() -> None:
