@@ -12,7 +12,7 @@ What is measured, per script mix and worker count, three runs each:
 * modes: ``hypothesis``, the real thing: ``@given(mix)`` with a fixed
   ``@seed``, generate phase only, every example through
   :meth:`Checker.check` and the evidence recording of
-  :func:`harness.verdict.enforce` (without raising); and ``replay``, the
+  :func:`harness.run.verdict.enforce` (without raising); and ``replay``, the
   same number of scripts drawn beforehand with the same seed and checked
   in a loop, which is the harness alone without Hypothesis;
 * workers: 1 (one process, one Checker reused across examples) and 2 (two
@@ -54,10 +54,10 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from harness.checker import Checker, Outcome
-from harness.process import ServerProcess, reference_command
-from harness.script import Script
-from harness.verdict import record_evidence
+from harness.drive.process import ServerProcess, reference_command
+from harness.model.script import Script
+from harness.run.checker import Checker, Outcome
+from harness.run.verdict import record_evidence
 from strategies import scripts, short_scripts
 
 DEFAULT_SEED = 20240605

@@ -4,7 +4,7 @@
     python -m bench.mutation_table --jobs 2 --json out.json
     python -m bench.mutation_table --only ignore_eof --only reference-lt
 
-Runs :func:`harness.runner.run_check` (the same code as ``epoll-harness
+Runs :func:`harness.run.runner.run_check` (the same code as ``epoll-harness
 check``) with a fixed seed against the seed's server, every mutant of
 :data:`server_under_test.mutants.CATALOGUE` and the reference server in both
 modes, each in a subprocess of its own (``--jobs`` at a time), with a fresh
@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.netns import choose_network
-from harness.process import reference_command
-from harness.runner import CheckConfig, run_check, strategy_for
+from harness.drive.netns import choose_network
+from harness.drive.process import reference_command
+from harness.run.runner import CheckConfig, run_check, strategy_for
 from server_under_test.mutants import catalogue
 
 SEED = 20240605

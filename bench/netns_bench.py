@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.process import reference_command
+from harness.drive.process import reference_command
 
 # Bugs that only show once the server's send() hits EAGAIN or its queue fills.
 FLOOD_MUTANTS = {

@@ -22,17 +22,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import __version__
-from harness.errors import HarnessError, ScriptError, ServerStartError, UsageError
-from harness.lab import replay_with_capture
-from harness.limits import DEFAULT_LIMITS, MIB, Limits
-from harness.netns import NetnsUnavailable, choose_network, host_setup
-from harness.process import ServerCommand, reference_command
-from harness.properties import GRACEFUL_FIN, PROPERTIES
-from harness.report import Reproducer, RunReport
-from harness.runner import (
-    DEFAULT_MAX_EXAMPLES,
-    DEFAULT_SHRINK_BUDGET,
-    DEFAULT_TIME_BUDGET,
+from harness.drive.netns import NetnsUnavailable, choose_network, host_setup
+from harness.drive.process import ServerCommand, reference_command
+from harness.model.errors import HarnessError, ScriptError, ServerStartError, UsageError
+from harness.model.limits import Limits
+from harness.model.properties import GRACEFUL_FIN, PROPERTIES
+from harness.options import add_cli_options, limits_from
+from harness.run.lab import replay_with_capture
+from harness.run.report import Reproducer, RunReport
+from harness.run.runner import (
     CheckConfig,
     Interrupted,
     StopSignal,
@@ -75,43 +73,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {value}")
-    return value
-
-
-def _property_list(text: str) -> frozenset[str]:
-    names = frozenset(name.strip() for name in text.split(",") if name.strip())
-    unknown = names - set(PROPERTIES)
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown property {sorted(unknown)[0] if unknown else text!r}; known: {', '.join(PROPERTIES)}"
-        )
-    return names
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="epoll-harness", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
@@ -127,121 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CHECK_EPILOG,
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    target = check.add_argument_group("the server")
-    target.add_argument(
-        "--server",
-        metavar="CMD",
-        help="server command template (default: the bundled reference server, level-triggered)",
-    )
-    target.add_argument(
-        "--attach", type=_host_port, metavar="HOST:PORT", help="test a server that is already running"
-    )
-    target.add_argument(
-        "--pid",
-        type=_positive_int,
-        help="with --attach: the server's pid, to check cleanup, idle CPU, memory",
-    )
-    target.add_argument(
-        "--allow-remote", action="store_true", help="with --attach: allow a target outside loopback"
-    )
-    search = check.add_argument_group("the search")
-    search.add_argument(
-        "--max-examples",
-        type=_positive_int,
-        default=DEFAULT_MAX_EXAMPLES,
-        metavar="N",
-        help=f"scripts to try at most (default {DEFAULT_MAX_EXAMPLES})",
-    )
-    search.add_argument(
-        "--time-budget",
-        type=_seconds,
-        default=DEFAULT_TIME_BUDGET,
-        metavar="SECONDS",
-        help=f"stop searching after this long (default {DEFAULT_TIME_BUDGET:.0f})",
-    )
-    search.add_argument(
-        "--shrink-budget",
-        type=_seconds,
-        default=DEFAULT_SHRINK_BUDGET,
-        metavar="SECONDS",
-        help=f"extra time to shrink a violation (default {DEFAULT_SHRINK_BUDGET:.0f})",
-    )
-    search.add_argument("--seed", type=int, help="Hypothesis seed, for a run that draws the same scripts")
-    search.add_argument(
-        "--scripts",
-        choices=("full", "short"),
-        default="full",
-        help="full: every fault (default); short: no floods and no deliberate delays",
-    )
-    search.add_argument(
-        "--no-scenarios", action="store_true", help="skip the fd-exhaustion scenario (RLIMIT_NOFILE)"
-    )
-    search.add_argument(
-        "--until-found",
-        type=_property_list,
-        default=frozenset(),
-        metavar="PROP[,PROP]",
-        help="stop searching once each of these properties has been violated\n"
-        "(a known bug that only needs to be seen again: regression suites, the mutation self-test)",
-    )
-    search.add_argument(
-        "--no-database", action="store_true", help="do not replay or save failures in .hypothesis/"
-    )
-    bounds = check.add_argument_group("deadlines and bounds")
-    bounds.add_argument(
-        "--stall-timeout",
-        type=_seconds,
-        default=DEFAULT_LIMITS.stall_timeout,
-        metavar="S",
-        help=f"no progress for this long is a stall (default {DEFAULT_LIMITS.stall_timeout})",
-    )
-    bounds.add_argument(
-        "--cleanup-timeout",
-        type=_seconds,
-        default=DEFAULT_LIMITS.cleanup_timeout,
-        metavar="S",
-        help=f"time for fds to return to the baseline (default {DEFAULT_LIMITS.cleanup_timeout})",
-    )
-    bounds.add_argument(
-        "--memory-bound",
-        type=_seconds,
-        default=DEFAULT_LIMITS.memory_bound / MIB,
-        metavar="MIB",
-        help=f"allowed RSS growth per script, MiB (default {DEFAULT_LIMITS.memory_bound // MIB})",
-    )
-    bounds.add_argument(
-        "--idle-cpu",
-        type=float,
-        default=DEFAULT_LIMITS.idle_cpu_fraction,
-        metavar="FRACTION",
-        help="idle CPU above this fraction of a core is a busy loop "
-        f"(default {DEFAULT_LIMITS.idle_cpu_fraction})",
-    )
-    target.add_argument(
-        "--netns",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run the server and the clients in a private network namespace with small TCP buffers\n"
-        "(tcp_wmem/tcp_rmem 4096 8192 16384: send() hits EAGAIN after ~16 KiB); default: when permitted",
-    )
-    output = check.add_argument_group("output")
-    output.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report here")
-    output.add_argument(
-        "--artifacts",
-        type=Path,
-        default=Path("epoll-harness-artifacts"),
-        metavar="DIR",
-        help="where reproducers go (default ./epoll-harness-artifacts)",
-    )
-    output.add_argument("--quiet", action="store_true", help="no progress display")
-    output.add_argument(
-        "--capture",
-        choices=("failures", "always", "never"),
-        default="failures",
-        help="failures (default): replay each reproducer under a packet capture (scapy) and save\n"
-        "repro-<property>.pcap beside it; always: capture every script too (judging graceful-fin\n"
-        "on the wire; pcaps in ARTIFACTS/captures/); never: no capture",
-    )
+    add_cli_options(check)
 
     rep = sub.add_parser(
         "replay",
@@ -265,12 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _limits(ns: argparse.Namespace) -> Limits:
-    return DEFAULT_LIMITS.with_(
-        stall_timeout=ns.stall_timeout,
-        cleanup_timeout=ns.cleanup_timeout,
-        memory_bound=int(ns.memory_bound * MIB),
-        idle_cpu_fraction=ns.idle_cpu,
-    )
+    return limits_from(lambda option: getattr(ns, option.dest))
 
 
 def _check_config(ns: argparse.Namespace) -> CheckConfig:

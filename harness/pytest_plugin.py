@@ -4,7 +4,7 @@
 
 runs the same property suite as ``epoll-harness check`` (one implementation,
 two entry points). Each xdist worker starts its own server once and reuses it
-across tests and Hypothesis examples; the :class:`~harness.checker.Checker`
+across tests and Hypothesis examples; the :class:`~harness.run.checker.Checker`
 checks the cleanup baseline after every example and restarts the server after
 a crash. Run state lives in ``config.stash``, not in globals.
 """
@@ -15,10 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.checker import Checker
-from harness.errors import HarnessError, UsageError
-from harness.limits import DEFAULT_LIMITS, MIB, Limits
-from harness.process import ServerCommand, ServerProcess, reference_command
+from harness.drive.process import ServerCommand, ServerProcess, reference_command
+from harness.model.errors import HarnessError, UsageError
+from harness.model.limits import Limits
+from harness.options import BY_NAME, add_pytest_options, limits_from
+from harness.run.checker import Checker
 
 limits_key = pytest.StashKey[Limits]()
 command_key = pytest.StashKey[str]()
@@ -26,49 +27,14 @@ command_key = pytest.StashKey[str]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("epoll-harness", "epoll-harness: the server under test and its deadlines")
-    group.addoption(
-        "--server-cmd",
-        dest="epoll_harness_server_cmd",
-        default=None,
-        metavar="CMD",
-        help="server command template with {port} (or printing 'LISTENING host:port'); "
-        "default: the bundled reference server",
-    )
-    group.addoption(
-        "--harness-stall-timeout",
-        dest="epoll_harness_stall_timeout",
-        type=float,
-        default=DEFAULT_LIMITS.stall_timeout,
-        metavar="S",
-        help=f"seconds without progress that count as a stall (default {DEFAULT_LIMITS.stall_timeout})",
-    )
-    group.addoption(
-        "--harness-cleanup-timeout",
-        dest="epoll_harness_cleanup_timeout",
-        type=float,
-        default=DEFAULT_LIMITS.cleanup_timeout,
-        metavar="S",
-        help=f"seconds for the server's fds to return to baseline (default {DEFAULT_LIMITS.cleanup_timeout})",
-    )
-    group.addoption(
-        "--harness-memory-bound",
-        dest="epoll_harness_memory_bound",
-        type=float,
-        default=DEFAULT_LIMITS.memory_bound / MIB,
-        metavar="MIB",
-        help=f"RSS growth allowed per script, MiB (default {DEFAULT_LIMITS.memory_bound // MIB})",
-    )
+    add_pytest_options(group.addoption)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    command = config.getoption("epoll_harness_server_cmd") or reference_command("lt")
+    command = config.getoption(BY_NAME["server"].pytest_dest) or reference_command("lt")
     try:
         ServerCommand(command)
-        limits = DEFAULT_LIMITS.with_(
-            stall_timeout=config.getoption("epoll_harness_stall_timeout"),
-            cleanup_timeout=config.getoption("epoll_harness_cleanup_timeout"),
-            memory_bound=int(config.getoption("epoll_harness_memory_bound") * MIB),
-        )
+        limits = limits_from(lambda option: config.getoption(option.pytest_dest))
     except UsageError as exc:
         raise pytest.UsageError(f"epoll-harness: {exc}") from exc
     config.stash[command_key] = command

@@ -1,7 +1,7 @@
 """The property suite, as pytest tests: ``pytest --pyargs harness.suite [--server-cmd CMD]``.
 
 These are the same checks as ``epoll-harness check``: the same strategy, the
-same :class:`~harness.checker.Checker`, the same verdicts. Hypothesis settings
+same :class:`~harness.run.checker.Checker`, the same verdicts. Hypothesis settings
 come from the active profile (``--hypothesis-profile``).
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from harness.checker import Checker
-from harness.limits import Limits
-from harness.properties import ACCEPT_ROBUST
-from harness.scenarios import fd_exhaustion_scenario, run_scenario
-from harness.script import Script
-from harness.verdict import enforce
+from harness.model.limits import Limits
+from harness.model.properties import ACCEPT_ROBUST
+from harness.model.scenario import fd_exhaustion_scenario
+from harness.model.script import Script
+from harness.run.checker import Checker
+from harness.run.scenarios import run_scenario
+from harness.run.verdict import enforce
 from strategies import scripts
 
 

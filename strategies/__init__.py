@@ -1,6 +1,6 @@
 """Hypothesis strategies that build client scripts: what the harness does to a server.
 
-Everything here is pure: a strategy draws plain data (:class:`harness.script.Script`
+Everything here is pure: a strategy draws plain data (:class:`harness.model.script.Script`
 and its steps), never opens a socket and never reads a clock. Public strategies
 are nouns, validate their arguments when called (a bad one raises
 :class:`hypothesis.errors.InvalidArgument` naming it), compose, and shrink towards

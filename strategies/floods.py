@@ -1,6 +1,6 @@
 """Floods that make the server's ``send()`` really return EAGAIN: :func:`floods`.
 
-A :class:`harness.script.Flood` writes without reading. The bytes travel
+A :class:`harness.model.script.Flood` writes without reading. The bytes travel
 client send buffer -> server receive buffer -> (the server's own queue) ->
 server send buffer -> client receive buffer. The server's ``send()`` returns
 EAGAIN only once the last two, the *echo path*, are full, so a flood has to
@@ -25,7 +25,7 @@ import functools
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from harness.script import Flood
+from harness.model.script import Flood
 from strategies._cache import unwrapped
 from strategies._validation import check_integer
 from strategies.payloads import SEEDS, MiB, draw_size

@@ -13,7 +13,7 @@ and byte by byte for the same reason). The shapes that find bugs:
 * writes larger than the client's socket buffer, which the kernel only
   partly accepts, so the client's ``send()`` returns short.
 
-A :class:`harness.script.Send` writes ``fragments`` in order and "the rest in
+A :class:`harness.model.script.Send` writes ``fragments`` in order and "the rest in
 one last write"; every cut drawn here leaves at least one byte for that last
 write, so no write is empty except the one write of an empty payload.
 

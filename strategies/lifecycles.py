@@ -3,7 +3,7 @@
 A lifecycle is the tuple of steps of one connection: a Connect, a body of
 sends, reads, pauses and at most one flood, and an ending chosen by
 :class:`LifecycleKind`. It is valid on its own (see
-:func:`harness.script.validate`) whatever the other connections do, which is
+:func:`harness.model.script.validate`) whatever the other connections do, which is
 what lets :func:`strategies.scripts.scripts` interleave lifecycles freely and
 the shrinker delete a whole connection without breaking the rest.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from harness.script import (
+from harness.model.script import (
     AbortConnect,
     Close,
     Connect,

@@ -4,7 +4,7 @@ Small payloads are literal bytes drawn by Hypothesis over all 256 byte values,
 so they shrink byte by byte towards short runs of zero bytes, down to the empty
 write. Beyond :data:`LITERAL_MAX_SIZE` a payload is *generated*: only a size
 and a seed are drawn and the executor expands them with
-:func:`harness.script.pattern_bytes`. Drawing megabytes literally would blow
+:func:`harness.model.script.pattern_bytes`. Drawing megabytes literally would blow
 Hypothesis's per-example entropy budget and make every shrink step copy them;
 a size is one number and shrinks like one.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from harness.script import Payload
+from harness.model.script import Payload
 from strategies._cache import integers
 from strategies._validation import check_bool, check_integer, check_interval
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 from hypothesis import strategies as st
 
-from harness.script import BurstConnect, Flood, Pause, Script, Step
+from harness.model.script import BurstConnect, Flood, Pause, Script, Step
 from strategies._cache import integers, sampled_from, unwrapped
 from strategies._validation import check_bool, check_integer
 from strategies.floods import DEFAULT_FLOOD_BUFFER_BYTES

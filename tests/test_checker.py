@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.checker import Checker
-from harness.process import ServerProcess
-from harness.properties import ACCEPT_ROBUST, CLEANUP, ECHO_COMPLETE, NO_HOL_BLOCKING
-from harness.script import (
+from harness.drive.process import ServerProcess
+from harness.model.properties import ACCEPT_ROBUST, CLEANUP, ECHO_COMPLETE, NO_HOL_BLOCKING
+from harness.model.script import (
     BurstConnect,
     Close,
     Connect,
@@ -30,6 +29,7 @@ from harness.script import (
     Send,
     ShutdownWrite,
 )
+from harness.run.checker import Checker
 from strategies import echo_path_capacity, min_flood_size
 
 MiB = 1 << 20

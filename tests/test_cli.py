@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.process import ServerProcess, reference_command
+from harness.drive.process import ServerProcess, reference_command
 
 PROGRAM = Path(__file__).parent / "programs" / "misbehaving.py"
 SEED = f"{shlex.quote(sys.executable)} -m server_under_test.seed_server --port {{port}}"

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from harness.process import reference_command
+from harness.drive.process import reference_command
 from server_under_test.mutants import CATALOGUE
 
 pytestmark = pytest.mark.mutants

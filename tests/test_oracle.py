@@ -12,7 +12,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.oracle import (
+from harness.model.oracle import (
     CROSSTALK_PROBE,
     ECHO_COMPLETE,
     ECHO_EXACT,

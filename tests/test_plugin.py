@@ -24,7 +24,7 @@ settings.load_profile("quick")
 
 USER_TEST = """
 from hypothesis import given
-from harness.verdict import enforce
+from harness.run.verdict import enforce
 from strategies import short_scripts
 
 @given(script=short_scripts())

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.errors import ServerDiedError, ServerStartError, UsageError
-from harness.process import ServerCommand, ServerProcess, reference_command
+from harness.drive.process import ServerCommand, ServerProcess, reference_command
+from harness.model.errors import ServerDiedError, ServerStartError, UsageError
 
 PROGRAM = Path(__file__).parent / "programs" / "misbehaving.py"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from harness.quiescence import QUIET_AFTER, HopelessWait
+from harness.drive.quiescence import QUIET_AFTER, HopelessWait
 
 
 def ask_for(seconds: float, wait: HopelessWait) -> None:

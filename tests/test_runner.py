@@ -12,9 +12,9 @@ from pathlib import Path
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from harness.process import reference_command
-from harness.runner import CheckConfig, run_check
-from harness.script import Script
+from harness.drive.process import reference_command
+from harness.model.script import Script
+from harness.run.runner import CheckConfig, run_check
 
 DRAW_SECONDS = 0.2
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import given
 
-from harness.errors import ScriptError
-from harness.script import (
+from harness.model.errors import ScriptError
+from harness.model.script import (
     AbortConnect,
     BurstConnect,
     Close,

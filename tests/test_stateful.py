@@ -1,4 +1,4 @@
-"""The state machine of :mod:`harness.stateful`: quiet on the reference server, loud on a mutant.
+"""The state machine of :mod:`harness.run.stateful`: quiet on the reference server, loud on a mutant.
 
 Every server is started and stopped by a Checker (the plugin's for the
 reference, its own for the mutant); traffic stays on 127.0.0.1.
@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import FlakyFailure
 from hypothesis.stateful import run_state_machine_as_test
 
-from harness.checker import Checker
-from harness.errors import HarnessError, PropertyViolation, violation_type
-from harness.process import ServerProcess
-from harness.stateful import EchoStateMachine, make_state_machine
+from harness.drive.process import ServerProcess
+from harness.model.errors import HarnessError, PropertyViolation, violation_type
+from harness.run.checker import Checker
+from harness.run.stateful import EchoStateMachine, make_state_machine
 
 SMALL = settings(
     max_examples=20,

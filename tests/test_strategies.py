@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from harness.script import (
+from harness.model.script import (
     AbortConnect,
     BurstConnect,
     Close,

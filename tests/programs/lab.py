@@ -14,14 +14,24 @@ import sys
 import time
 from pathlib import Path
 
-from harness.checker import Checker
-from harness.executor import Executor
-from harness.lab import replay_with_capture
-from harness.limits import DEFAULT_LIMITS
-from harness.netns import choose_network, enter_private_netns, host_setup
-from harness.observe import ServerObserver
-from harness.process import ServerProcess, reference_command
-from harness.script import Close, Connect, InjectReset, Payload, Read, ReadToEof, Script, Send, ShutdownWrite
+from harness.drive.executor import Executor
+from harness.drive.netns import choose_network, enter_private_netns, host_setup
+from harness.drive.observe import ServerObserver
+from harness.drive.process import ServerProcess, reference_command
+from harness.model.limits import DEFAULT_LIMITS
+from harness.model.script import (
+    Close,
+    Connect,
+    InjectReset,
+    Payload,
+    Read,
+    ReadToEof,
+    Script,
+    Send,
+    ShutdownWrite,
+)
+from harness.run.checker import Checker
+from harness.run.lab import replay_with_capture
 
 
 def bytes_until_eagain() -> int:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from harness.errors import ServerDiedError
-from harness.quiescence import HopelessWait
+from harness.drive.quiescence import HopelessWait
+from harness.model.errors import ServerDiedError
 
 POLL_INTERVAL = 0.002
 FIRST_POLL_INTERVAL = 0.0001

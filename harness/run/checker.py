@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import ServerDiedError, ServerStartError
-from harness.executor import Client, Executor, Transcript
-from harness.limits import DEFAULT_LIMITS, Limits
-from harness.observe import ServerObserver, server_send_queue
-from harness.oracle import NO_CROSSTALK
-from harness.process import ServerProcess
-from harness.properties import (
+from harness.drive.executor import Client, Connections, Executor
+from harness.drive.observe import ServerObserver, server_send_queue
+from harness.drive.process import ServerProcess
+from harness.drive.quiescence import QUIET_REASON
+from harness.model.errors import ServerDiedError, ServerStartError
+from harness.model.limits import DEFAULT_LIMITS, Limits
+from harness.model.oracle import NO_CROSSTALK
+from harness.model.properties import (
     BOUNDED_MEMORY,
     CLEANUP,
     IDLE_CPU,
@@ -36,8 +37,8 @@ from harness.properties import (
     Violation,
     judge_transcript,
 )
-from harness.quiescence import QUIET_REASON
-from harness.script import Script
+from harness.model.script import Script
+from harness.model.transcript import Transcript
 
 PROBE_MESSAGE = b"epoll-harness probe\n"
 CAPTURE_TAIL = 0.05  # segments in flight when a script returns reach the capture within this
@@ -176,7 +177,7 @@ class Checker:
         The capture covers the script and the probes after it (their closes are
         graceful closes too), and stops before any restart of the server.
         """
-        from harness.wire import ZERO_WINDOW_EVIDENCE, Capture, judge_graceful_fin, zero_window_seen
+        from harness.drive.wire import ZERO_WINDOW_EVIDENCE, Capture, judge_graceful_fin, zero_window_seen
 
         executor = self.begin(skip)
         capture = Capture(self.address[1])
@@ -214,7 +215,7 @@ class Checker:
             self.restart()
         return outcome
 
-    def _checkpoint(self, name: str, executor: Executor) -> None:
+    def _checkpoint(self, name: str, executor: Connections) -> None:
         if self.observer is None:
             return
         if name == "flood":
@@ -233,17 +234,17 @@ class Checker:
                     )
                 )
 
-    # -- what the executor asks while a client waits (harness.executor.ServerWatch) --
+    # -- what the executor asks while a client waits (harness.drive.executor.ServerWatch) --
 
     def quiescent(self) -> bool:
         """The server can do nothing more without new input (see :meth:`ServerObserver.quiescent`)."""
         return self.observer is not None and self.observer.quiescent(self.address[1])
 
-    def blocked_on(self, executor: Executor, stalled: Client) -> str | None:
+    def blocked_on(self, executor: Connections, stalled: Client) -> str | None:
         """A server thread asleep in a write to another client's socket, twice STALL_RESAMPLE apart.
 
         The one sign of a server blocked on a client that does not read, what
-        that client sent whatever (see :func:`harness.observe.blocked_writes`);
+        that client sent whatever (see :func:`harness.drive.observe.blocked_writes`);
         the same write seen twice is not a write on its way through.
         """
         if self.observer is None:
@@ -264,7 +265,7 @@ class Checker:
                 return f"the server sat in a blocking {write.call}() on fd {write.fd}, {who}'s socket"
         return None
 
-    def _note_send_queues(self, executor: Executor) -> None:
+    def _note_send_queues(self, executor: Connections) -> None:
         assert self._pid is not None
         port = self.address[1]
         for client in executor.clients.values():

@@ -1,6 +1,6 @@
 """A Hypothesis state machine over open connections: the harness, one step at a time.
 
-:func:`make_state_machine` takes a :class:`~harness.checker.Checker` (a live
+:func:`make_state_machine` takes a :class:`~harness.run.checker.Checker` (a live
 server, reused across examples) and returns a ``RuleBasedStateMachine``
 class whose rules act on connections that are open right now, in the spirit
 of trio's stream checkers that take a factory:
@@ -16,12 +16,12 @@ of trio's stream checkers that take a factory:
   server's FIN; the connection moves to the ``half_closed`` bundle;
 * ``reset`` (SO_LINGER 0), ``close`` and ``close_after_eof``: the endings.
 
-Every step is a :mod:`harness.script` step played by one
-:class:`~harness.executor.Executor` through ``run_step``. After every step an
-invariant judges the transcript so far (:func:`~harness.properties.judge_transcript`:
+Every step is a :mod:`harness.model.script` step played by one
+:class:`~harness.drive.executor.Executor` through ``run_step``. After every step an
+invariant judges the transcript so far (:func:`~harness.model.properties.judge_transcript`:
 the echo oracle's verdicts and the executor's stall events) and raises the
 violated property's own exception type
-(:func:`harness.errors.violation_type`), so Hypothesis shrinks each property
+(:func:`harness.model.errors.violation_type`), so Hypothesis shrinks each property
 separately and a failure prints as a short program of rules. At teardown the
 machine settles its connections like the end of a script (reading what is
 owed, then idle-CPU at that quiet moment, then EOF on half-closed ones) and
@@ -51,11 +51,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from harness.checker import Checker, Outcome
-from harness.errors import HarnessError, ServerDiedError
-from harness.executor import SETTLE_STEP
-from harness.properties import SURVIVES, Violation, judge_transcript
-from harness.script import (
+from harness.model.errors import HarnessError, ServerDiedError
+from harness.model.properties import SURVIVES, Violation, judge_transcript
+from harness.model.script import (
     Close,
     Connect,
     Flood,
@@ -68,7 +66,9 @@ from harness.script import (
     ShutdownWrite,
     Step,
 )
-from harness.verdict import enforce, violation_of
+from harness.model.transcript import SETTLE_STEP
+from harness.run.checker import Checker, Outcome
+from harness.run.verdict import enforce, violation_of
 
 #: Connections open at once (open or half-closed, not yet closed).
 MAX_OPEN = 4

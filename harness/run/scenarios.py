@@ -17,39 +17,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from dataclasses import dataclass
-from typing import Any
 
-from harness.checker import Checker
-from harness.errors import ScriptError, ServerDiedError
-from harness.limits import Limits
-from harness.observe import ServerObserver
-from harness.process import ServerProcess
-from harness.properties import ACCEPT_ROBUST, Violation
+from harness.drive.observe import ServerObserver
+from harness.drive.process import ServerProcess
+from harness.model.errors import ServerDiedError
+from harness.model.limits import Limits
+from harness.model.properties import ACCEPT_ROBUST, Violation
+from harness.model.scenario import Scenario
+from harness.run.checker import Checker
 
-FD_EXHAUSTION = "fd-exhaustion"
-EXTRA_CONNECTIONS = 32
 RECOVERY_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    nofile: int
-    connections: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.name, "nofile": self.nofile, "connections": self.connections}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Scenario:
-        if obj.get("scenario") != FD_EXHAUSTION:
-            raise ScriptError(f"unknown scenario {obj.get('scenario')!r}; known: {FD_EXHAUSTION}")
-        return cls(FD_EXHAUSTION, int(obj["nofile"]), int(obj["connections"]))
-
-
-def fd_exhaustion_scenario(limits: Limits) -> Scenario:
-    return Scenario(FD_EXHAUSTION, limits.nofile, limits.nofile + EXTRA_CONNECTIONS)
 
 
 def run_scenario(command: str, scenario: Scenario, limits: Limits) -> Violation | None:

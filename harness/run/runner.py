@@ -1,7 +1,7 @@
 """``check``: every property, against one server, driven by Hypothesis.
 
 One Hypothesis run draws scripts; each example runs through the
-:class:`~harness.checker.Checker`, which judges every property at once.
+:class:`~harness.run.checker.Checker`, which judges every property at once.
 A violated property raises its own exception type, so Hypothesis keeps the
 distinct bugs apart, shrinks each to a minimal script, and replays each
 minimal script last: the last failing script recorded for a property is its
@@ -38,12 +38,11 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky
 
-from harness.checker import Checker, Outcome
-from harness.errors import PropertyViolation, UsageError
-from harness.limits import DEFAULT_LIMITS, Limits
-from harness.netns import NetworkSetup
-from harness.process import ServerProcess
-from harness.properties import (
+from harness.drive.netns import NetworkSetup
+from harness.drive.process import ServerProcess
+from harness.model.errors import PropertyViolation, UsageError
+from harness.model.limits import DEFAULT_LIMITS, Limits
+from harness.model.properties import (
     ACCEPT_ROBUST,
     BOUNDED_MEMORY,
     CLEANUP,
@@ -54,14 +53,17 @@ from harness.properties import (
     exercised,
     primary,
 )
-from harness.report import Reproducer, RunReport, ViolationRecord
-from harness.scenarios import fd_exhaustion_scenario, run_scenario
-from harness.script import Script
-from harness.verdict import enforce
+from harness.model.scenario import fd_exhaustion_scenario
+from harness.model.script import Script
+from harness.run.checker import Checker, Outcome
+from harness.run.report import Reproducer, RunReport, ViolationRecord
+from harness.run.scenarios import run_scenario
+from harness.run.verdict import enforce
 
 DEFAULT_MAX_EXAMPLES = 200
 DEFAULT_TIME_BUDGET = 60.0
 DEFAULT_SHRINK_BUDGET = 60.0
+DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
 PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
 
 
@@ -101,7 +103,7 @@ class CheckConfig:
     shrink_budget: float = DEFAULT_SHRINK_BUDGET
     seed: int | None = None
     limits: Limits = DEFAULT_LIMITS
-    artifacts: Path = Path("epoll-harness-artifacts")
+    artifacts: Path = DEFAULT_ARTIFACTS
     database: Path | None = Path(".hypothesis") / "epoll-harness"
     scenarios: bool = True
     # End the search once every one of these properties has been violated (shrinking still gets

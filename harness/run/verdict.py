@@ -9,9 +9,9 @@ from __future__ import annotations
 from hypothesis import event, target
 from hypothesis.control import currently_in_test_context
 
-from harness.checker import Outcome
-from harness.errors import PropertyViolation, violation_type
-from harness.properties import primary
+from harness.model.errors import PropertyViolation, violation_type
+from harness.model.properties import primary
+from harness.run.checker import Outcome
 
 PENDING_TARGET = "bytes pending in the server"
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.checker import Checker
-from harness.limits import Limits
-from harness.process import ServerProcess
-from harness.properties import Violation
-from harness.script import Script
-from harness.wire import ZERO_WINDOW_EVIDENCE
+from harness.drive.process import ServerProcess
+from harness.drive.wire import ZERO_WINDOW_EVIDENCE
+from harness.model.limits import Limits
+from harness.model.properties import Violation
+from harness.model.script import Script
+from harness.run.checker import Checker
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from harness.errors import UsageError
+from harness.model.errors import UsageError
 
 MIB = 1024 * 1024
 

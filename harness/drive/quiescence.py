@@ -4,7 +4,7 @@ Reads, bursts and the cleanup check wait for the server up to a deadline
 (``stall_timeout``, ``cleanup_timeout``): long enough for a loaded machine,
 and most of what a failing example costs, so most of what shrinking a stall
 or a leak costs. A server that sleeps for good (see
-:meth:`harness.observe.ServerObserver.quiescent`) will send, accept or close
+:meth:`harness.drive.observe.ServerObserver.quiescent`) will send, accept or close
 nothing more, and the wait can end at once. The question costs a few /proc
 reads and a 5 ms pause (and a read of the TCP table, which on a busy host
 holds thousands of TIME_WAIT sockets), so it is asked only once progress has

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
-from harness.errors import ScriptError
+from harness.model.errors import ScriptError
 
 SCRIPT_VERSION = 1
 

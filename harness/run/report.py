@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.errors import ScriptError, UsageError
-from harness.limits import Limits
-from harness.properties import PROPERTIES
-from harness.scenarios import Scenario
-from harness.script import Script
+from harness.model.errors import ScriptError, UsageError
+from harness.model.limits import Limits
+from harness.model.properties import PROPERTIES
+from harness.model.scenario import Scenario
+from harness.model.script import Script
 
 REPRO_FORMAT = "epoll-harness-reproducer/1"
 

@@ -3,7 +3,7 @@
 Every report, reproducer and exception uses these names. The transcript half
 of the judgement (:func:`judge_transcript`) is pure: it reads the oracle and
 the executor's events. The process half (cleanup, idle CPU, memory,
-survival) needs the live server and lives in :mod:`harness.checker`.
+survival) needs the live server and lives in :mod:`harness.run.checker`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from harness import executor as ex
-from harness.executor import Transcript
-from harness.oracle import ECHO_COMPLETE, ECHO_EXACT, HALF_CLOSE, NO_CROSSTALK
-from harness.script import AbortConnect, BurstConnect, Flood, Script, ShutdownWrite
+from harness.model import transcript as ex
+from harness.model.oracle import ECHO_COMPLETE, ECHO_EXACT, HALF_CLOSE, NO_CROSSTALK
+from harness.model.script import AbortConnect, BurstConnect, Flood, Script, ShutdownWrite
+from harness.model.transcript import Transcript
 
 CLEANUP = "cleanup"
 SURVIVES = "survives"

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from harness.errors import ServerDiedError, ServerStartError, UsageError
+from harness.model.errors import ServerDiedError, ServerStartError, UsageError
 
 READY_TIMEOUT = 15.0
 STOP_GRACE = 3.0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.properties import GRACEFUL_FIN, Violation
+from harness.model.properties import GRACEFUL_FIN, Violation
 
 # The IP id of every packet we forge, so that the judgement never blames a
 # server for an RST that the harness itself put on the wire.

@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.model.errors import HarnessError
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS = 0x8913

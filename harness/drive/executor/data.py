@@ -1,0 +1,170 @@
+"""Data: send (reading the echo meanwhile), flood (without reading), read, read to EOF, half-close."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+
+from harness.drive.executor.connections import Client
+from harness.drive.executor.waits import Waits
+from harness.model.script import Flood, Pause, Read, ReadToEof, Send, ShutdownWrite, pattern_bytes
+from harness.model.transcript import EOF_MISSING, FLOOD, HOL_STALLED, READ_STALLED, SEND_FAILED
+
+FLOOD_CHUNK = 64 * 1024
+
+
+class DataSteps(Waits):
+    """The steps that move bytes."""
+
+    def _send(self, step: Send) -> None:
+        client = self._live(step.conn)
+        if client is None:
+            return
+        data = step.payload.materialize(step.conn) if step.payload.size else step.payload.literal
+        pieces = cut(data, step.fragments)
+        for i, piece in enumerate(pieces):
+            if i and step.delay_ms:
+                time.sleep(step.delay_ms / 1000)
+            if not self._send_all(client, piece):
+                return
+
+    def _send_all(self, client: Client, data: bytes) -> bool:
+        """Send everything, reading the echo meanwhile; False if the connection broke."""
+        view = memoryview(data)
+        # Most writes go out in one send(): a selector is made only when the
+        # socket is full and the echo has to be read to make room.
+        sel: selectors.BaseSelector | None = None
+        try:
+            started = last_progress = time.monotonic()
+            while view:
+                try:
+                    sent = client.sock.send(view)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._broken(client, exc)
+                    return False
+                if sent:
+                    self.oracle.sent(client.conn, bytes(view[:sent]))
+                    view = view[sent:]
+                    last_progress = time.monotonic()
+                    continue
+                now = time.monotonic()
+                if now - started > self.limits.step_timeout:
+                    self._cut_short(client)
+                    return False
+                if now - last_progress > self.limits.stall_timeout:
+                    detail = (
+                        f"the server took no bytes for {self.limits.stall_timeout:.1f} s "
+                        f"({len(view)} of {len(data)} bytes unsent) while the client kept reading"
+                    )
+                    # As for reads: stuck while the server blocks on another client.
+                    blocker = self._blocker(client)
+                    if blocker:
+                        detail += f", while {blocker}"
+                    self.transcript.add(
+                        self.step_index, client.conn, HOL_STALLED if blocker else SEND_FAILED, detail
+                    )
+                    self.transcript.stalled = True
+                    return False
+                # The server's echo fills this client's window: the client reads
+                # it in bulk now, so a slow reader's small window has done its job.
+                self._read_fast(client)
+                if sel is None:
+                    sel = selectors.DefaultSelector()
+                    sel.register(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                for _key, mask in sel.select(self.limits.stall_timeout / 10):
+                    if mask & selectors.EVENT_READ and not self._recv_once(client):
+                        return False
+        finally:
+            if sel is not None:
+                sel.close()
+        return True
+
+    def _flood(self, step: Flood) -> None:
+        client = self._live(step.conn)
+        if client is None:
+            return
+        # Negative seeds: a flood's bytes never equal a Send pattern's on the same connection.
+        data = memoryview(pattern_bytes(step.size, -1 - step.seed, step.conn))
+        offset = 0
+        sel = selectors.DefaultSelector()
+        sel.register(client.sock, selectors.EVENT_WRITE)
+        started = time.monotonic()
+        full = False
+        try:
+            while offset < len(data) and time.monotonic() - started < self.limits.step_timeout:
+                try:
+                    sent = client.sock.send(data[offset : offset + FLOOD_CHUNK])
+                except BlockingIOError:
+                    if not sel.select(self.limits.flood_stall):
+                        full = True  # nothing moves: every buffer on the way is full
+                        break
+                    continue
+                except OSError as exc:
+                    self._broken(client, exc)
+                    break
+                self.oracle.sent(client.conn, bytes(data[offset : offset + sent]))
+                offset += sent
+        finally:
+            sel.close()
+        client.flooded = self.oracle.owed(client.conn)
+        self.transcript.add(
+            self.step_index, client.conn, FLOOD, f"{offset} of {step.size} bytes taken; pipe full: {full}"
+        )
+        if full:
+            self.transcript.evidence.add("flood filled every buffer up to the client")
+        if self.checkpoint is not None:
+            self._note_pending()
+            self.checkpoint("flood", self)
+
+    def _read(self, step: Read) -> None:
+        client = self._live(step.conn)
+        if client is None or client.eof or client.reset:
+            return
+        oracle = self.oracle
+        owed = oracle.owed(step.conn)
+        want = owed if step.nbytes is None else min(step.nbytes, owed)
+        target = oracle.received_count(step.conn) + want
+        self._read_until(client, lambda c: oracle.received_count(c.conn) >= target, step.chunk, step.pace_ms)
+        client.flooded = min(client.flooded, oracle.owed(step.conn))
+
+    def _read_to_eof(self, step: ReadToEof) -> None:
+        client = self._live(step.conn)
+        if client is None or client.eof or client.reset:
+            return
+        kind = EOF_MISSING if client.write_shut else READ_STALLED
+        self._read_until(client, lambda c: c.eof or c.reset, step.chunk, step.pace_ms, stall_kind=kind)
+        client.flooded = 0
+
+    def _pause(self, step: Pause) -> None:
+        time.sleep(step.ms / 1000)
+
+    def _shutdown(self, step: ShutdownWrite) -> None:
+        client = self._live(step.conn)
+        if client is None:
+            return
+        if self._pending_in_server(client) > 0:
+            self.transcript.evidence.add("half-close with output pending in the server")
+        try:
+            client.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._broken(client, exc)
+            return
+        client.write_shut = True
+        self.oracle.shut_write(client.conn)
+
+
+def cut(data: bytes, fragments: tuple[int, ...]) -> list[bytes]:
+    """``data`` in pieces of the sizes in ``fragments``, the rest in one last piece."""
+    pieces: list[bytes] = []
+    offset = 0
+    for size in fragments:
+        if offset >= len(data):
+            break
+        pieces.append(data[offset : offset + size])
+        offset += size
+    if offset < len(data) or not pieces:
+        pieces.append(data[offset:])
+    return pieces

@@ -1,0 +1,135 @@
+"""Waits: reading until a condition, and telling a stall from a slow server.
+
+A wait ends on progress, on its deadline (``stall_timeout`` without a byte,
+``step_timeout`` in all), or at once when the server can do nothing more
+(:mod:`harness.drive.quiescence`). A stall is charged to head-of-line
+blocking when another client is what the server waits on.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from harness.drive.executor.connections import Client, Connections
+from harness.drive.quiescence import QUIET_REASON, HopelessWait
+from harness.model.transcript import EOF_MISSING, HOL_STALLED, READ_STALLED, STEP_TIMEOUT
+
+FAST_READ_RCVBUF = 1024 * 1024
+# While a read or a burst waits: select() in slices this long, so that a
+# HopelessWait is asked about as often as it may be.
+SELECT_SLICE = 0.02
+
+
+
+class Waits(Connections):
+    """Reading until done, stall and blocked-server detection."""
+
+    def _read_until(
+        self,
+        client: Client,
+        done: Callable[[Client], bool],
+        chunk: int | None = None,
+        pace_ms: int = 0,
+        stall_kind: str = READ_STALLED,
+    ) -> bool:
+        """Read until ``done(client)``; False (and an event) when the server stalls."""
+        sel = selectors.DefaultSelector()
+        sel.register(client.sock, selectors.EVENT_READ)
+        since_pause = 0
+        paced = 0.0
+        if not pace_ms:
+            self._read_fast(client)
+        try:
+            wait = self._hopeless_wait()
+            started = wait.last_progress
+            while not done(client):
+                if client.eof or client.reset:
+                    return False
+                now = time.monotonic()
+                if now - started > self.limits.step_timeout:
+                    self._cut_short(client)
+                    return False
+                waited = now - wait.last_progress
+                # A server that can do nothing more without new input will send
+                # nothing: no need to wait out stall_timeout (see harness.drive.quiescence).
+                quiet = waited <= self.limits.stall_timeout and wait.check()
+                if quiet or waited > self.limits.stall_timeout:
+                    owed = self.oracle.owed(client.conn)
+                    detail = f"no byte for {waited:.2f} s with {owed} bytes owed"
+                    if stall_kind == EOF_MISSING:
+                        detail = (
+                            f"no EOF {waited:.2f} s after the client's half-close ({owed} bytes still owed)"
+                        )
+                    elif blocker := self._blocker(client):
+                        stall_kind = HOL_STALLED
+                        detail += f", while {blocker}"
+                    if quiet:
+                        detail += f"; none could come: {QUIET_REASON}"
+                    self.transcript.add(self.step_index, client.conn, stall_kind, detail)
+                    self.transcript.stalled = True
+                    return False
+                if not sel.select(min(SELECT_SLICE, self.limits.stall_timeout)):
+                    continue
+                before = self.oracle.received_count(client.conn)
+                if not self._recv_once(client, chunk):
+                    return done(client)
+                wait.progress()
+                # A slow reader pauses after each ``chunk`` bytes, not after
+                # each recv(): with a small SO_RCVBUF one recv returns a few
+                # KiB, and pausing after each would make a flood last minutes.
+                since_pause += self.oracle.received_count(client.conn) - before
+                if pace_ms and since_pause >= (chunk or 1):
+                    if paced >= self.limits.pace_budget:
+                        self._read_fast(client)  # slow enough: read the rest at full speed
+                    else:
+                        time.sleep(pace_ms / 1000)
+                        paced += pace_ms / 1000
+                    since_pause = 0
+            return True
+        finally:
+            sel.close()
+
+    def _blocker(self, client: Client) -> str | None:
+        """Why ``client`` stalls, if it is another client: head-of-line blocking, described.
+
+        Another open connection that flooded and has not read its echo back
+        (the server may wait on it, or write to it, whatever it does); else
+        what the stall probe sees: the server asleep in a write to another
+        client's socket (a big Send left unread fills it just as well).
+        """
+        flooded = [c.conn for c in self.clients.values() if c is not client and c.flooded and not c.closed]
+        if flooded:
+            return f"connection(s) {flooded} had a flood unread"
+        return self.watch.blocked_on(self, client) if self.watch is not None else None
+
+    def _hopeless_wait(self) -> HopelessWait:
+        return HopelessWait(self.watch.quiescent if self.watch is not None else None)
+
+    def _cut_short(self, client: Client) -> None:
+        """A step outlived step_timeout while bytes kept moving: slow, not stalled.
+
+        That is no verdict on the server, so no property is charged; the
+        script stops here and the evidence says so.
+        """
+        self.transcript.add(self.step_index, client.conn, STEP_TIMEOUT, "bytes still moving at step_timeout")
+        self.transcript.evidence.add("script cut short: a step outlived step_timeout")
+        self.transcript.stalled = True
+
+    def _read_fast(self, client: Client) -> None:
+        """Before an unpaced read (or once the pace budget is spent), undo a slow reader's small SO_RCVBUF.
+
+        The small window did its job while the client was not reading (the
+        server's send() hit EAGAIN). Reading megabytes back through a 2 KiB
+        window runs into silly-window avoidance and delayed ACKs, tens of
+        KiB/s, which says nothing about the server.
+        """
+        if client.small_rcvbuf:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FAST_READ_RCVBUF)
+            client.small_rcvbuf = False
+
+    def _note_pending(self) -> None:
+        pending = max((self._pending_in_server(c) for c in self.clients.values() if not c.closed), default=0)
+        self.transcript.max_pending = max(self.transcript.max_pending, pending)
