@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from harness.model.script import Flood
-from strategies._cache import unwrapped
+from strategies._cache import integers, unwrapped
 from strategies._validation import check_integer
 from strategies.payloads import SEEDS, MiB, draw_size
 
@@ -39,6 +39,9 @@ LOOPBACK_TCP_RMEM = (4 * KiB, 128 * KiB, 32 * MiB)
 FLOOD_OVERSHOOT_DIVISOR = 4
 #: Floods stay bounded: each one costs the executor and the server real copying.
 DEFAULT_MAX_FLOOD_SIZE = 8 * MiB
+#: One flood in this many is drawn past the memory bound (``past_bytes``).
+PAST_ONE_IN = 6
+_PAST_CHOICES = integers(0, PAST_ONE_IN - 1)
 #: A sanity ceiling on ``buffer_bytes``, far above any real tcp_wmem.
 MAX_BUFFER_BYTES = 1024 * MiB
 
@@ -69,11 +72,16 @@ def floods(
     *,
     buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES,
     max_size: int | None = None,
+    past_bytes: int = 0,
 ) -> st.SearchStrategy[Flood]:
     """Flood steps on ``conn`` larger than ``buffer_bytes``; sizes shrink to :func:`min_flood_size`.
 
     ``max_size`` defaults to :data:`DEFAULT_MAX_FLOOD_SIZE`, or to the
     minimum flood if ``buffer_bytes`` is so large that the minimum exceeds it.
+    With ``past_bytes``, one flood in :data:`PAST_ONE_IN` goes that much
+    further (the memory bound: only a flood past it tells a server that
+    buffers a lot from one that buffers without bound); it shrinks to a
+    plain flood.
     """
     check_integer(conn, "conn", min_value=0)
     check_integer(buffer_bytes, "buffer_bytes", min_value=1, max_value=MAX_BUFFER_BYTES)
@@ -86,24 +94,29 @@ def floods(
             f"Cannot have max_size={max_size!r} < {low}: buffer_bytes={buffer_bytes!r} needs floods "
             f"of at least buffer_bytes + buffer_bytes // {FLOOD_OVERSHOOT_DIVISOR} = {low} bytes"
         )
-    return _floods(conn, low, max_size)
+    check_integer(past_bytes, "past_bytes", min_value=0)
+    return _floods(conn, low, max_size, past_bytes)
 
 
 @st.composite
-def _floods(draw: st.DrawFn, conn: int, min_size: int, max_size: int) -> Flood:
-    return draw_flood(draw, conn, min_size, max_size)
+def _floods(draw: st.DrawFn, conn: int, min_size: int, max_size: int, past_bytes: int) -> Flood:
+    return draw_flood(draw, conn, min_size, max_size, past_bytes)
 
 
-def draw_flood(draw: st.DrawFn, conn: int, min_size: int, max_size: int) -> Flood:
-    """Draw a Flood of ``min_size`` to ``max_size`` bytes (arguments already valid)."""
-    return Flood(conn, size=draw_size(draw, min_size, max_size), seed=draw(SEEDS))
+def draw_flood(draw: st.DrawFn, conn: int, min_size: int, max_size: int, past_bytes: int = 0) -> Flood:
+    """A Flood of ``min_size`` to ``max_size`` bytes, now and then ``past_bytes`` more (arguments valid)."""
+    size = draw_size(draw, min_size, max_size)
+    seed = draw(SEEDS)
+    if past_bytes and draw(_PAST_CHOICES) == PAST_ONE_IN - 1:
+        size += past_bytes
+    return Flood(conn, size=size, seed=seed)
 
 
 @functools.lru_cache(maxsize=256)
-def flood_span(conn: int, min_size: int, max_size: int) -> st.SearchStrategy[Flood]:
+def flood_span(conn: int, min_size: int, max_size: int, past_bytes: int = 0) -> st.SearchStrategy[Flood]:
     """What :func:`floods` draws (arguments already valid), one strategy object per arguments.
 
     A composite that draws it gets the whole flood as one span, which the
     shrinker deletes in one step.
     """
-    return unwrapped(_floods(conn, min_size, max_size))
+    return unwrapped(_floods(conn, min_size, max_size, past_bytes))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from harness.model.limits import DEFAULT_LIMITS
 from harness.model.script import (
     AbortConnect,
     Close,
@@ -58,13 +59,19 @@ from strategies.payloads import (
     DEFAULT_MAX_PAYLOAD_SIZE,
     MAX_PAYLOAD_SIZE,
     KiB,
+    MiB,
     draw_edge_size,
+    draw_head,
     draw_payload,
     draw_plain_size,
     payloads,
 )
 
 #: A small SO_RCVBUF for a slow reader (the kernel doubles it, and rounds tiny values up to ~2 KiB).
+#: Floods go past this many bytes now and then: the memory bound a server may hold for a client
+#: that does not read (harness.model.limits), 64 MiB unless a run says otherwise.
+DEFAULT_FLOOD_PAST_BYTES = DEFAULT_LIMITS.memory_bound
+MAX_FLOOD_PAST_BYTES = 1024 * MiB
 SLOW_RCVBUF_MIN = 1 * KiB
 SLOW_RCVBUF_MAX = 16 * KiB
 #: The largest chunk a slow read asks recv() for.
@@ -152,6 +159,7 @@ class Limits:
     allow_delays: bool = True
     flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES
     allow_injection: bool = False
+    flood_past_bytes: int = DEFAULT_FLOOD_PAST_BYTES  # one flood in six goes this far (the memory bound)
 
     def kinds(self) -> tuple[LifecycleKind, ...]:
         kinds = ALL_KINDS if self.allow_injection else tuple(k for k in ALL_KINDS if k not in INJECTING_KINDS)
@@ -210,6 +218,7 @@ def check_limits(
     allow_delays: object,
     flood_buffer_bytes: object,
     allow_injection: object = False,
+    flood_past_bytes: object = None,
 ) -> Limits:
     """Validate the shared arguments, as the public strategies take them, into a :class:`Limits`."""
     return Limits(
@@ -224,6 +233,13 @@ def check_limits(
             flood_buffer_bytes, "flood_buffer_bytes", min_value=1, max_value=MAX_BUFFER_BYTES
         ),
         allow_injection=check_bool(allow_injection, "allow_injection"),
+        flood_past_bytes=(
+            DEFAULT_FLOOD_PAST_BYTES
+            if flood_past_bytes is None
+            else check_integer(
+                flood_past_bytes, "flood_past_bytes", min_value=0, max_value=MAX_FLOOD_PAST_BYTES
+            )
+        ),
     )
 
 
@@ -571,12 +587,14 @@ def _send(
     min_size: int = 0,
     at_edge: bool = False,
 ) -> None:
-    # Only a size is drawn: a connection's payloads are patterns of its own
-    # (its id and a per-connection seed), so echoes crossed between
-    # connections never match by chance; drawing literal bytes here, to throw
-    # them away, cost a choice per byte.
+    # Mostly a size: a connection's payloads are patterns of its own (its id
+    # and a per-connection seed), so echoes crossed between connections never
+    # match by chance, and bulk costs one choice. Now and then a head of bytes
+    # servers treat specially (CR LF, NUL, invalid UTF-8, runs of one byte)
+    # comes first, drawn so that the shrinker cuts it down to what matters.
+    head = draw_head(draw)
     size = (draw_edge_size if at_edge else draw_plain_size)(draw, min_size, max(min_size, max_size))
-    payload = Payload.pattern(size, state.seed()) if size else Payload.of(b"")
+    payload = Payload(head, size, state.seed() if size else 0)
     state.steps.append(_send_step(draw, state.conn, payload, allow_delays))
     state.owed_exact += len(payload)
     state.owed_max += len(payload)
@@ -626,7 +644,7 @@ def _pacing(draw: st.DrawFn, amount: int, allow_delays: bool) -> tuple[int | Non
 def _append_flood(draw: st.DrawFn, state: _Connection, limits: Limits) -> None:
     low = min_flood_size(limits.flood_buffer_bytes)
     # One span for the whole flood, so that the shrinker can delete it in one step.
-    flood = draw(flood_span(state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low)))
+    flood = draw(flood_span(state.conn, low, max(DEFAULT_MAX_FLOOD_SIZE, low), limits.flood_past_bytes))
     state.steps.append(replace(flood, seed=state.seed()))
     state.owed_max += flood.size
     state.flooded = True

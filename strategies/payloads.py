@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from harness.model.script import Payload
-from strategies._cache import integers
+from strategies._cache import integers, sampled_from
 from strategies._validation import check_bool, check_integer, check_interval
 
 KiB = 1024
@@ -81,6 +81,55 @@ def draw_payload(draw: st.DrawFn, min_size: int, max_size: int, *, allow_generat
         return Payload.of(draw(st.binary(min_size=min_size, max_size=min(max_size, LITERAL_MAX_SIZE))))
     size = draw_size(draw, max(min_size, LITERAL_MAX_SIZE + 1), max_size)
     return Payload.pattern(size, draw(SEEDS))
+
+
+#: Pieces of a payload head: bytes that line-based, text-based or C-string servers treat specially.
+HEAD_PIECES = (
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\xff",
+    b"\xc3\x28",  # invalid UTF-8: a lead byte with no continuation
+    b"\xed\xa0\x80",  # a UTF-16 surrogate encoded as UTF-8
+    b"\xf0\x9f\x98",  # a four-byte sequence cut short
+    b"a",
+    b" ",
+    b"\x1b[0m",
+    b"%s%n",
+)
+#: The bytes a run of one byte is made of.
+RUN_BYTES = (0x00, 0x0A, 0x0D, 0xFF, 0x80, 0x20, 0x41)
+MAX_RUN = 4 * KiB
+MAX_HEAD_PIECES = 8
+MAX_HEAD_BINARY = 64
+#: What a head is, one choice: mostly none (the shrink target), else pieces, a run, or raw bytes.
+_HEAD_KINDS = integers(0, 7)
+_NO_HEAD_BELOW = 5
+_PIECES = sampled_from(HEAD_PIECES)
+_RUN_BYTES = sampled_from(RUN_BYTES)
+_RUN_LENGTHS = integers(1, MAX_RUN)
+_HEAD_BINARY = st.binary(min_size=1, max_size=MAX_HEAD_BINARY)
+_PIECE_COUNTS = integers(1, MAX_HEAD_PIECES)
+
+
+def draw_head(draw: st.DrawFn) -> bytes:
+    """A payload's literal head: empty five times in eight, else special pieces, a run of a byte, raw bytes.
+
+    Every part shrinks: the kind to "none", a list of pieces to the one piece
+    that matters (``b"\r\n"``), a run to one byte, raw bytes byte by byte. A
+    byte-dependent bug (a server that drops the CR of CR LF) is then found on
+    purpose and reported with a payload of a few bytes, not found by luck in
+    a random pattern and reported with 48 KiB of it.
+    """
+    kind = draw(_HEAD_KINDS)
+    if kind < _NO_HEAD_BELOW:
+        return b""
+    if kind == _NO_HEAD_BELOW:
+        return b"".join(draw(_PIECES) for _ in range(draw(_PIECE_COUNTS)))
+    if kind == _NO_HEAD_BELOW + 1:
+        return bytes([draw(_RUN_BYTES)]) * draw(_RUN_LENGTHS)
+    return draw(_HEAD_BINARY)
 
 
 def payload_sizes(min_size: int, max_size: int) -> st.SearchStrategy[int]:

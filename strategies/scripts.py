@@ -40,6 +40,7 @@ from strategies._cache import integers, sampled_from, unwrapped
 from strategies._validation import check_bool, check_integer
 from strategies.floods import DEFAULT_FLOOD_BUFFER_BYTES
 from strategies.lifecycles import (
+    DEFAULT_FLOOD_PAST_BYTES,
     DEFAULT_MAX_ACTIONS,
     LifecycleKind,
     Limits,
@@ -51,10 +52,12 @@ from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, SEEDS, KiB
 
 DEFAULT_MAX_CONNECTIONS = 8
 DEFAULT_MAX_STEPS = 40
-#: "Bursts of simultaneous connects": up to this many connections at once.
-DEFAULT_MAX_BURST_COUNT = 50
-#: Each burst connection sends and reads back this many bytes at most.
-MAX_BURST_SIZE = 4 * KiB
+#: "Bursts of simultaneous connects": up to this many connections at once, past the 64 to 128 slots
+#: (epoll_wait's maxevents, connection tables, listen backlogs) that servers size by constants.
+DEFAULT_MAX_BURST_COUNT = 200
+#: Each burst connection sends and reads back this many bytes at most: past the echo path of the
+#: network lab (about 24 KiB), so a wide burst leaves output pending for every connection at once.
+MAX_BURST_SIZE = 64 * KiB
 MAX_BURSTS_PER_SCRIPT = 2
 #: Floods are the expensive steps; a script has at most this many.
 MAX_FLOODS_PER_SCRIPT = 2
@@ -79,6 +82,7 @@ def scripts(
     max_burst_count: int = DEFAULT_MAX_BURST_COUNT,
     flood_buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES,
     allow_injection: bool = False,
+    flood_past_bytes: int = DEFAULT_FLOOD_PAST_BYTES,
 ) -> st.SearchStrategy[Script]:
     """Valid scripts of 1..``max_connections`` interleaved connections and at most ``max_steps`` steps.
 
@@ -91,7 +95,9 @@ def scripts(
     small SO_RCVBUF (slow readers). Shrinks towards one
     Connect. ``allow_injection``: connections may also end with an RST forged
     on the wire (InjectReset), toward the server or the client; the executor
-    needs root for it (the network lab).
+    needs root for it (the network lab). ``flood_past_bytes``: one flood in
+    six goes this much further (the memory bound a server may hold for a
+    client that does not read; 0: never).
     """
     check_integer(max_connections, "max_connections", min_value=1)
     check_integer(max_steps, "max_steps", min_value=1)
@@ -104,6 +110,7 @@ def scripts(
         allow_delays=allow_delays,
         flood_buffer_bytes=flood_buffer_bytes,
         allow_injection=allow_injection,
+        flood_past_bytes=flood_past_bytes,
     )
     check_bool(allow_bursts, "allow_bursts")
 

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
 from harness.drive.quiescence import HopelessWait
 from harness.model.errors import ServerDiedError
+from harness.model.transcript import AcceptQueue
 
 POLL_INTERVAL = 0.002
 FIRST_POLL_INTERVAL = 0.0001
@@ -116,6 +118,82 @@ class ServerObserver:
             if stat is not None:
                 total += stat.rss
         return total
+
+    def memory(self) -> int:
+        """Memory the tree owns: PSS summed over its processes (``/proc/PID/smaps_rollup``).
+
+        RSS summed over a forked tree counts every shared page once per child
+        (a socat fork per connection: 17 MiB of RSS for 2.3 MiB of PSS); PSS
+        shares each page among the processes that map it. RSS where the
+        kernel has no ``smaps_rollup``.
+        """
+        total = 0
+        for proc in self.tree():
+            pss = _pss(proc.pid)
+            if pss is None:
+                stat = _stat(proc.pid)
+                pss = stat.rss if stat is not None else 0
+            total += pss
+        return total
+
+    def descriptors(self) -> Descriptors:
+        """What the tree's fds are, one ``readlink`` each (see :class:`Descriptors`)."""
+        found = Descriptors()
+        for proc in self.tree():
+            try:
+                fds = os.listdir(f"/proc/{proc.pid}/fd")
+            except OSError:
+                continue  # gone, or a zombie
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                except OSError:
+                    continue  # closed meanwhile
+                if target.startswith("socket:["):
+                    found.sockets.add(int(target[8:-1]))
+                else:
+                    found.others[_fd_kind(target)] += 1
+        return found
+
+    def connections_held(self, server_port: int, client_ports: dict[int, str]) -> list[HeldConnection]:
+        """The connections in ``client_ports`` (port -> name) that a socket of the server still holds.
+
+        A server-side row of the namespace's TCP table (local port
+        ``server_port``) whose remote port is one of them and whose inode is
+        held by a process (a socket still open: CLOSE_WAIT, ESTABLISHED ...).
+        A connection that was reset leaves no row: see :meth:`dead_sockets`.
+        """
+        rows = _tcp_rows(self.pid, server_port) or []
+        return [
+            HeldConnection(client_ports[r.remote_port], r.remote_port, _TCP_STATES.get(r.state, str(r.state)))
+            for r in rows
+            if r.local_port == server_port and r.remote_port in client_ports and r.inode
+        ]
+
+    def dead_sockets(self, descriptors: Descriptors) -> set[int]:
+        """Socket inodes the tree holds that no socket table of its namespace lists.
+
+        A TCP socket leaves the table when its connection is over (closed by
+        a reset, or both FINs acknowledged and the server's side closed by
+        the peer): one the server still holds then is a connection it never
+        closed. Unix, UDP, raw, netlink and packet sockets are listed in their
+        own tables and are not counted.
+        """
+        if not descriptors.sockets:
+            return set()
+        return descriptors.sockets - _listed_inodes(self.pid)
+
+    def accept_queue(self, server_port: int, limit: int | None) -> AcceptQueue | None:
+        """The listening socket's accept queue now: its row in the namespace's TCP table.
+
+        For a listener the row's receive queue is the number of connections
+        waiting for ``accept()``; the limit given to ``listen()`` is not in
+        ``/proc`` (see :func:`listen_backlog`).
+        """
+        for row in _tcp_rows(self.pid, server_port) or []:
+            if row.state == _LISTEN and row.local_port == server_port:
+                return AcceptQueue(row.receive_queue, limit)
+        return None
 
     def sockets(self) -> list[SocketInfo]:
         found = []
@@ -234,6 +312,90 @@ class ServerObserver:
         time.sleep(window)
         after = self.usage().cpu_seconds
         return (after - before) / max(time.monotonic() - started, 1e-6)
+
+
+@dataclass
+class Descriptors:
+    """A server tree's fds at one moment: socket inodes, and a count of everything else by kind."""
+
+    sockets: set[int] = field(default_factory=set)
+    others: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def count(self) -> int:
+        return len(self.sockets) + sum(self.others.values())
+
+    def describe_others(self) -> str:
+        return ", ".join(f"{n} x {kind}" for kind, n in self.others.most_common(4)) or "none"
+
+
+@dataclass(frozen=True)
+class HeldConnection:
+    name: str  # the connection's name in the script ("connection 2", "probe 1")
+    client_port: int
+    state: str
+
+
+_LISTEN = 0x0A
+#: TCP states (include/net/tcp_states.h), as ss(8) names them.
+_TCP_STATES = {
+    0x01: "ESTABLISHED",
+    0x02: "SYN_SENT",
+    0x03: "SYN_RECV",
+    0x04: "FIN_WAIT1",
+    0x05: "FIN_WAIT2",
+    0x06: "TIME_WAIT",
+    0x07: "CLOSE",
+    0x08: "CLOSE_WAIT",
+    0x09: "LAST_ACK",
+    0x0A: "LISTEN",
+    0x0B: "CLOSING",
+}
+#: The tables of a namespace that list sockets by inode (column 10, or the last one for unix).
+_SOCKET_TABLES = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix", "netlink", "packet", "udplite")
+
+
+def _listed_inodes(pid: int) -> set[int]:
+    found: set[int] = set()
+    for table in _SOCKET_TABLES:
+        try:
+            with open(f"/proc/{pid}/net/{table}") as fh:
+                header = next(fh, "")
+                column = header.split().index("Inode") if "Inode" in header.split() else None
+                for line in fh:
+                    parts = line.split()
+                    try:
+                        if table == "unix":
+                            found.add(int(parts[6]))
+                        elif column is not None and table in ("netlink", "packet"):
+                            found.add(int(parts[column]))
+                        else:
+                            found.add(int(parts[9]))
+                    except (IndexError, ValueError):
+                        continue
+        except OSError:
+            continue
+    return found
+
+
+def _fd_kind(target: str) -> str:
+    """What an fd is, from its link: "pipe", "eventfd", "/dev/null", "/var/log/x.log" ..."""
+    if target.startswith("pipe:"):
+        return "pipe"
+    if target.startswith("anon_inode:"):
+        return target[len("anon_inode:") :].strip("[]")
+    return target
+
+
+def _pss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -368,6 +530,7 @@ class _TcpRow:
     state: int
     send_queue: int  # bytes sent and not yet acknowledged by the peer
     receive_queue: int  # bytes received and not yet read
+    inode: int = 0  # the socket's inode; 0 when no file holds it (an orphan, TIME_WAIT, not accepted)
 
 
 def _tcp_rows(pid: int, port: int) -> list[_TcpRow] | None:
@@ -396,6 +559,7 @@ def _tcp_rows(pid: int, port: int) -> list[_TcpRow] | None:
                             int(parts[3], 16),
                             int(send_queue, 16),
                             int(receive_queue, 16),
+                            int(parts[9]),
                         )
                     )
         except OSError:
@@ -440,3 +604,41 @@ def server_send_queue(pid: int, server_port: int, client_port: int) -> int | Non
     return next(
         (r.send_queue for r in rows if r.local_port == server_port and r.remote_port == client_port), None
     )
+
+
+def bytes_in_kernel(server_pid: int, server_port: int, client_port: int) -> int:
+    """Bytes of one connection that sit in kernel buffers, in neither application's hands.
+
+    The server socket's send and receive queues (its namespace's table) and
+    the client socket's send queue (ours); the client's receive queue is
+    asked of the socket itself (FIONREAD). What a client sent and has not
+    read back, less all of these, is what the server holds in user space.
+    """
+    total = 0
+    for row in _tcp_rows(server_pid, client_port) or []:
+        if row.local_port == server_port and row.remote_port == client_port:
+            total += row.send_queue + row.receive_queue
+    for row in _tcp_rows(os.getpid(), client_port) or []:
+        if row.local_port == client_port and row.remote_port == server_port:
+            total += row.send_queue
+    return total
+
+
+def listen_backlog(server_port: int) -> int | None:
+    """The backlog the server passed to ``listen()`` (as the kernel caps it), from ``ss``; None if unknown.
+
+    Only sock_diag tells it (``ss``'s Send-Q column for a listener); ``ss``
+    runs in our network namespace, which is the server's in the lab and on
+    the host's loopback.
+    """
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{server_port}"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "LISTEN" and parts[2].isdigit():
+            return int(parts[2])
+    return None

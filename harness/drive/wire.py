@@ -31,7 +31,7 @@ from harness.model.properties import GRACEFUL_FIN, Violation
 # The IP id of every packet we forge, so that the judgement never blames a
 # server for an RST that the harness itself put on the wire.
 FORGED_IP_ID = 0xE9A1
-FIN, SYN, RST = 0x01, 0x02, 0x04
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 ZERO_WINDOW_EVIDENCE = "client advertised a zero window while the server had data to send"
 
 
@@ -84,12 +84,23 @@ def segments_of(packets: Iterable[Any], server_port: int) -> list[Segment]:
     return found
 
 
-def judge_graceful_fin(segments: list[Segment]) -> list[Violation]:
+def judge_graceful_fin(
+    segments: list[Segment], ignore_ports: frozenset[int] = frozenset()
+) -> list[Violation]:
+    """graceful-fin on each flow whose handshake was captured, the harness's own probes left out.
+
+    A flow whose first segment is not the client's SYN began before the
+    capture (a leftover of an earlier script): what it shows is out of
+    context, and judging it blamed servers for resets they owed nobody.
+    """
     flows: dict[int, _Flow] = {}
     for seg in segments:
         flows.setdefault(seg.client_port, _Flow()).segments.append(seg)
     found = []
     for port, flow in flows.items():
+        first = flow.segments[0]
+        if port in ignore_ports or first.from_server or not first.flags & SYN or first.flags & ACK:
+            continue
         problem = _judge_flow(flow.segments)
         if problem is not None:
             found.append(Violation(GRACEFUL_FIN, f"client port {port}: {problem}"))

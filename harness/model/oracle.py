@@ -10,7 +10,10 @@ Rules (an echo server, per connection):
   while something is owed breaks ``echo-complete`` (or ``half-close`` when
   the client had half-closed);
 * a reset the client did not cause breaks ``half-close`` after the client's
-  SHUT_WR (a graceful close was due) and ``echo-complete`` otherwise.
+  SHUT_WR (a graceful close was due) and ``echo-complete`` otherwise;
+* but a server that drops (closes or resets) a client that was sending
+  without reading its echo applies a policy, legal if impolite: that is a
+  *non-strict* ``bounded-memory`` finding, not a broken echo.
 
 Segmentation never matters: feeding ``received(b"ab")`` or ``received(b"a")``
 then ``received(b"b")`` gives the same verdicts. The oracle keeps the first
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 CROSSTALK_MIN_RUN = 4
 CROSSTALK_PROBE = 32
 
+BOUNDED_MEMORY = "bounded-memory"
 ECHO_EXACT = "echo-exact"
 ECHO_COMPLETE = "echo-complete"
 HALF_CLOSE = "half-close"
@@ -37,6 +41,7 @@ class Problem:
     property_name: str
     conn: Hashable
     message: str
+    strict: bool = True  # False: legal but impolite (a non-strict finding)
 
 
 @dataclass
@@ -89,25 +94,31 @@ class EchoOracle:
         if len(stream.received) - stream.mismatch_at >= CROSSTALK_PROBE:
             stream.problem = self._judge_mismatch(conn, stream, stream.mismatch_at)
 
-    def eof(self, conn: Hashable) -> None:
+    def eof(self, conn: Hashable, *, not_reading: bool = False) -> None:
+        """The server's FIN; ``not_reading``: the client was sending without reading its echo."""
         stream = self._stream(conn)
         stream.eof = True
         self._settle_mismatch(conn, stream)
         if stream.problem is None and not stream.client_reset:
             owed = len(stream.sent) - len(stream.received)
-            if owed > 0:
+            if owed > 0 and not_reading and not stream.shut_write:
+                stream.problem = _dropped(conn, "closed", owed)
+            elif owed > 0:
                 prop = HALF_CLOSE if stream.shut_write else ECHO_COMPLETE
                 stream.problem = Problem(
                     prop, conn, f"the server closed (FIN) with {owed} of {len(stream.sent)} bytes still owed"
                 )
 
-    def reset(self, conn: Hashable) -> None:
+    def reset(self, conn: Hashable, *, not_reading: bool = False) -> None:
+        """The server's RST; ``not_reading`` as for :meth:`eof`."""
         stream = self._stream(conn)
         stream.reset = True
         self._settle_mismatch(conn, stream)
         if stream.problem is None and not stream.client_reset:
             owed = len(stream.sent) - len(stream.received)
-            if stream.shut_write:
+            if not_reading and not stream.shut_write:
+                stream.problem = _dropped(conn, "reset", owed)
+            elif stream.shut_write:
                 stream.problem = Problem(
                     HALF_CLOSE,
                     conn,
@@ -199,3 +210,13 @@ class EchoOracle:
             if other != conn and unexpected in stream.sent:
                 return other
         return None
+
+
+def _dropped(conn: Hashable, how: str, owed: int) -> Problem:
+    return Problem(
+        BOUNDED_MEMORY,
+        conn,
+        f"the server {how} the connection with {owed} bytes owed while the client sent without reading "
+        "its echo: it drops a client that does not read (legal, but the client loses the data)",
+        strict=False,
+    )

@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from harness.model import transcript as ex
+from harness.model.oracle import BOUNDED_MEMORY as BOUNDED_MEMORY
 from harness.model.oracle import ECHO_COMPLETE, ECHO_EXACT, HALF_CLOSE, NO_CROSSTALK
 from harness.model.script import AbortConnect, BurstConnect, Flood, Script, ShutdownWrite
 from harness.model.transcript import Transcript
@@ -19,7 +20,6 @@ from harness.model.transcript import Transcript
 CLEANUP = "cleanup"
 SURVIVES = "survives"
 IDLE_CPU = "idle-cpu"
-BOUNDED_MEMORY = "bounded-memory"
 NO_HOL_BLOCKING = "no-head-of-line-blocking"
 ACCEPT_ROBUST = "accept-robust"
 GRACEFUL_FIN = "graceful-fin"  # judged on the wire, when packets are captured
@@ -63,7 +63,10 @@ _EVENT_PROPERTY = {
     ex.EOF_MISSING: HALF_CLOSE,
     ex.BURST_FAILED: ACCEPT_ROBUST,
     ex.CONNECT_FAILED: ACCEPT_ROBUST,
+    ex.SLOW_ACCEPT: ACCEPT_ROBUST,
 }
+#: Event kinds that are non-strict findings: legal behaviour a user may still want to know of.
+_NON_STRICT_EVENTS = frozenset({ex.SLOW_ACCEPT})
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Violation:
     message: str
     step: int | None = None
     conn: Hashable | None = None
+    strict: bool = True  # False: a non-strict finding (legal but impolite), reported, never a failure
 
     def describe(self) -> str:
         where = []
@@ -91,7 +95,7 @@ def judge_transcript(transcript: Transcript) -> list[Violation]:
     seen: set[tuple[str, Hashable | None]] = set()
     for problem in transcript.oracle.problems():
         seen.add((problem.property_name, problem.conn))
-        found.append(Violation(problem.property_name, problem.message, None, problem.conn))
+        found.append(Violation(problem.property_name, problem.message, None, problem.conn, problem.strict))
     for event in transcript.events:
         prop = _EVENT_PROPERTY.get(event.kind)
         if prop is None or (prop, event.conn) in seen:
@@ -99,7 +103,8 @@ def judge_transcript(transcript: Transcript) -> list[Violation]:
         if event.conn is not None and transcript.oracle.problem(event.conn) is not None:
             continue  # the oracle's verdict on this connection says it first
         seen.add((prop, event.conn))
-        found.append(Violation(prop, event.detail, event.step, event.conn))
+        strict = event.kind not in _NON_STRICT_EVENTS
+        found.append(Violation(prop, event.detail, event.step, event.conn, strict))
     return found
 
 

@@ -8,10 +8,11 @@ same steps in the same order.
 
 Connection ids are small integers, each used by one connection only: a script
 that wants fd reuse on the server closes a connection and opens a new id.
-Large payloads are not stored byte by byte: a :class:`Payload` is either a
-literal (what Hypothesis draws) or ``size`` bytes of a deterministic pattern
-derived from ``seed``; each connection's pattern differs, which is what lets
-the oracle tell cross-talk from corruption.
+Large payloads are not stored byte by byte: a :class:`Payload` is a literal
+head (bytes Hypothesis draws and shrinks: CR LF, NUL, invalid UTF-8 ...)
+followed by ``size`` bytes of a deterministic pattern derived from ``seed``;
+each connection's pattern differs, which is what lets the oracle tell
+cross-talk from corruption.
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ SCRIPT_VERSION = 1
 
 @dataclass(frozen=True)
 class Payload:
-    """Bytes to send: ``literal``, or ``size`` bytes generated from ``seed``."""
+    """Bytes to send: the ``literal`` head, then ``size`` bytes generated from ``seed``."""
 
     literal: bytes = b""
     size: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.literal and self.size:
-            raise ScriptError("a Payload is either literal or generated, not both")
         if self.size < 0:
             raise ScriptError(f"Payload size must be >= 0, not {self.size}")
 
@@ -50,24 +49,34 @@ class Payload:
         return cls(size=size, seed=seed)
 
     def __len__(self) -> int:
-        return len(self.literal) if self.literal else self.size
+        return len(self.literal) + self.size
 
     def materialize(self, conn: int) -> bytes:
         """The bytes themselves. Generated patterns depend on the connection too."""
-        if self.literal or not self.size:
+        if not self.size:
             return self.literal
-        return pattern_bytes(self.size, self.seed, conn)
+        return self.literal + pattern_bytes(self.size, self.seed, conn)
 
     def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.literal or not self.size:
+            out["hex"] = self.literal.hex()
         if self.size:
-            return {"size": self.size, "seed": self.seed}
-        return {"hex": self.literal.hex()}
+            out.update(size=self.size, seed=self.seed)
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Payload:
-        if "hex" in obj:
-            return cls(literal=bytes.fromhex(obj["hex"]))
-        return cls(size=int(obj["size"]), seed=int(obj.get("seed", 0)))
+        if not isinstance(obj, Mapping):
+            raise ScriptError(f"a payload is an object with 'hex' and/or 'size', not {obj!r}")
+        try:
+            return cls(
+                literal=bytes.fromhex(obj.get("hex", "")),
+                size=int(obj.get("size", 0)),
+                seed=int(obj.get("seed", 0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ScriptError(f"bad payload {dict(obj)!r}: {exc}") from exc
 
 
 def pattern_bytes(size: int, seed: int, conn: int) -> bytes:
@@ -79,6 +88,36 @@ def pattern_bytes(size: int, seed: int, conn: int) -> bytes:
     where it came from, and a server that drops or repeats a block is seen.
     """
     return random.Random(f"epoll-harness:{seed}:{conn}").randbytes(size)
+
+
+FLOOD_BLOCK = 1 << 20
+
+
+class FloodBytes:
+    """A flood's bytes, made one :data:`FLOOD_BLOCK` at a time as they are asked for.
+
+    Deterministic per (seed, connection) like :func:`pattern_bytes`, and a
+    stream of its own: a flood's bytes never equal a Send pattern's.
+    """
+
+    def __init__(self, seed: int, conn: int) -> None:
+        self._seed = seed
+        self._conn = conn
+        self._index = -1
+        self._block = b""
+
+    def _load(self, index: int) -> bytes:
+        if index != self._index:
+            self._block = random.Random(f"epoll-harness:flood:{self._seed}:{self._conn}:{index}").randbytes(
+                FLOOD_BLOCK
+            )
+            self._index = index
+        return self._block
+
+    def slice(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (within one block, so at most up to its end)."""
+        index, start = divmod(offset, FLOOD_BLOCK)
+        return self._load(index)[start : start + min(size, FLOOD_BLOCK - start)]
 
 
 # -- steps ------------------------------------------------------------------

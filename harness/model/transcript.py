@@ -26,7 +26,20 @@ INJECTION_UNAVAILABLE = "injection-unavailable"  # no property: the harness lack
 STEP_TIMEOUT = "step-timeout"  # no property: the server was slow, not stuck
 SEND_FAILED = "send-failed"
 BURST_FAILED = "burst-failed"
+SLOW_ACCEPT = "slow-accept"  # connects dropped from a full backlog, served after the SYN retry
+DROPPED_NON_READER = "dropped-non-reader"  # the server closed a client that flooded and did not read
 FLOOD = "flood"
+
+
+@dataclass(frozen=True)
+class AcceptQueue:
+    length: int  # connections completed by the kernel and not yet accepted
+    limit: int | None  # the backlog given to listen() (as the kernel caps it); None: unknown
+
+    @property
+    def full(self) -> bool:
+        # The kernel drops a SYN once the queue holds more than the limit.
+        return self.limit is not None and self.length >= self.limit
 
 
 @dataclass(frozen=True)

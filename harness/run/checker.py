@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.drive.executor import Client, Connections, Executor
-from harness.drive.observe import ServerObserver, server_send_queue
+from harness.drive.observe import Descriptors, ServerObserver, listen_backlog, server_send_queue
 from harness.drive.process import ServerProcess
-from harness.drive.quiescence import QUIET_REASON
 from harness.model.errors import ServerDiedError, ServerStartError
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.oracle import NO_CROSSTALK
@@ -38,7 +37,8 @@ from harness.model.properties import (
     judge_transcript,
 )
 from harness.model.script import Script
-from harness.model.transcript import Transcript
+from harness.model.transcript import AcceptQueue, Transcript
+from harness.run import cleanup, memory
 
 PROBE_MESSAGE = b"epoll-harness probe\n"
 CAPTURE_TAIL = 0.05  # segments in flight when a script returns reach the capture within this
@@ -58,6 +58,8 @@ class Outcome:
     transcript: Transcript
     evidence: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    diagnostics: list[str] = field(default_factory=list)  # seen, worth a line, not a violation
+    non_strict: list[Violation] = field(default_factory=list)  # legal but impolite: reported, never failed
 
     @property
     def ok(self) -> bool:
@@ -91,9 +93,13 @@ class Checker:
         self.restarts = 0
         self._skip: frozenset[str] = frozenset()
         self._dirty = False  # a skipped property looked broken: restart after this example
-        self._fds_waited = 0.0  # how long the last cleanup wait took (see _leak_message)
+        self._fds_waited = 0.0  # how long the last cleanup wait took (see harness.run.cleanup)
         self._checks: list[Violation] = []
-        self._rss_before = self._rss_peak = 0
+        self._diagnostics: list[str] = []
+        self._memory_before: int | None = None  # the server's memory before the script's first flood
+        self._baseline_descriptors = Descriptors()
+        self._backlog: int | None = None  # the server's listen() backlog, asked of ss once
+        self._probe_ports: list[int] = []  # the client ports of this example's probe connections
 
     # -- the server's life --------------------------------------------------
 
@@ -148,6 +154,7 @@ class Checker:
                 time.sleep(0.01)
                 count = min(count, self.observer.fd_count())
             self.fd_baseline = count
+            self._baseline_descriptors = self.observer.descriptors()
 
     def ensure_running(self) -> None:
         if self.server is not None and not self.server.alive:
@@ -189,7 +196,8 @@ class Checker:
         segments = capture.segments()
         if zero_window_seen(segments):
             transcript.evidence.add(ZERO_WINDOW_EVIDENCE)
-        outcome = self._conclude(script, transcript, violations + judge_graceful_fin(segments))
+        wire = judge_graceful_fin(segments, frozenset(self._probe_ports))
+        outcome = self._conclude(script, transcript, violations + wire)
         return outcome, len(capture.packets)
 
     def begin(self, skip: frozenset[str] = frozenset()) -> Executor:
@@ -198,7 +206,9 @@ class Checker:
         self._checks = []
         self._skip = skip
         self._dirty = False
-        self._rss_before = self._rss_peak = self.observer.rss() if self.observer else 0
+        self._diagnostics = []
+        self._probe_ports = []
+        self._memory_before = None
         return Executor(self.address, self.limits, self._checkpoint, self)
 
     def judge(self, script: Script, transcript: Transcript) -> Outcome:
@@ -207,10 +217,13 @@ class Checker:
 
     def _violations(self, transcript: Transcript) -> list[Violation]:
         violations = judge_transcript(transcript) + self._checks
-        return violations + self._after_script(transcript, self._rss_before)
+        return violations + self._after_script(transcript)
 
-    def _conclude(self, script: Script, transcript: Transcript, violations: list[Violation]) -> Outcome:
+    def _conclude(self, script: Script, transcript: Transcript, found: list[Violation]) -> Outcome:
+        violations = [v for v in found if v.strict]
         outcome = Outcome(script, violations, transcript, set(transcript.evidence))
+        outcome.diagnostics = self._diagnostics
+        outcome.non_strict = [v for v in found if not v.strict]
         if (violations or self._dirty) and self.server is not None:
             self.restart()
         return outcome
@@ -218,11 +231,16 @@ class Checker:
     def _checkpoint(self, name: str, executor: Connections) -> None:
         if self.observer is None:
             return
-        if name == "flood":
-            self._rss_peak = max(self._rss_peak, self.observer.rss())
+        if name == "before-flood":
+            if self._memory_before is None and BOUNDED_MEMORY not in self._skip:
+                self._memory_before = self.observer.memory()
+        elif name == "flood":
             self._note_send_queues(executor)
+            if self._memory_before is not None:
+                self._checks += memory.judge_after_flood(
+                    executor, self.observer, self.address[1], self._memory_before, self.limits
+                )
         elif name == "quiescent":
-            self._rss_peak = max(self._rss_peak, self.observer.rss())
             open_count = sum(1 for c in executor.clients.values() if not c.closed)
             busy = None if IDLE_CPU in self._skip else self._busy_fraction()
             if busy is not None:
@@ -239,6 +257,14 @@ class Checker:
     def quiescent(self) -> bool:
         """The server can do nothing more without new input (see :meth:`ServerObserver.quiescent`)."""
         return self.observer is not None and self.observer.quiescent(self.address[1])
+
+    def accept_queue(self) -> AcceptQueue | None:
+        """The server's listen backlog now (see :meth:`ServerObserver.accept_queue`)."""
+        if self.observer is None:
+            return None
+        if self._backlog is None:
+            self._backlog = listen_backlog(self.address[1])
+        return self.observer.accept_queue(self.address[1], self._backlog)
 
     def blocked_on(self, executor: Connections, stalled: Client) -> str | None:
         """A server thread asleep in a write to another client's socket, twice STALL_RESAMPLE apart.
@@ -301,7 +327,7 @@ class Checker:
             return max(cpu, runnable)
         return cpu if cpu > self.limits.idle_cpu_fraction else None
 
-    def _after_script(self, transcript: Transcript, rss_before: int) -> list[Violation]:
+    def _after_script(self, transcript: Transcript) -> list[Violation]:
         found: list[Violation] = []
         if self.server is not None and not self.server.alive:
             try:
@@ -310,6 +336,7 @@ class Checker:
                 return [Violation(SURVIVES, str(exc))]
         watch_fds = self.observer is not None and CLEANUP not in self._skip
         count = self._wait_fds() if watch_fds else 0
+        waited = self._fds_waited
         # The probes come once the script's descriptors are free, so that they
         # take those numbers. Probing earlier (on a loaded machine the server
         # may not have handled the last reset yet) hands a freed descriptor and
@@ -322,11 +349,23 @@ class Checker:
             return found
         if not watch_fds:
             self._dirty |= self.observer.fd_count() > self.fd_baseline
-        else:
-            if count <= self.fd_baseline:
-                count = self._wait_fds()  # the probes' own descriptors
-            if count > self.fd_baseline:
-                found.append(Violation(CLEANUP, self._leak_message(count)))
+        elif count > self.fd_baseline or self._wait_fds() > self.fd_baseline:
+            verdict = cleanup.judge(
+                self.observer,
+                transcript,
+                self.address,
+                self.fd_baseline,
+                self._baseline_descriptors,
+                waited,
+                self.limits,
+            )
+            if verdict.violation is not None:
+                found.append(verdict.violation)
+            if verdict.diagnostic is not None:
+                self._diagnostics.append(verdict.diagnostic)
+            if verdict.new_baseline is not None:
+                self.fd_baseline = verdict.new_baseline
+                self._baseline_descriptors = self.observer.descriptors()
         if IDLE_CPU in self._skip:
             self._dirty |= self.observer.looks_busy()
             busy = None
@@ -340,15 +379,6 @@ class Checker:
                     f"{self.limits.idle_window:.2f} s (a busy loop)",
                 )
             )
-        growth = self._rss_peak - rss_before
-        if growth > self.limits.memory_bound:
-            found.append(
-                Violation(
-                    BOUNDED_MEMORY,
-                    f"RSS grew by {growth / 2**20:.1f} MiB while clients flooded without reading "
-                    f"(bound {self.limits.memory_bound / 2**20:.1f} MiB)",
-                )
-            )
         return found
 
     def _wait_fds(self) -> int:
@@ -357,21 +387,6 @@ class Checker:
         count = self.observer.wait_fds(self.fd_baseline, self.limits.cleanup_timeout, self.address[1])
         self._fds_waited = time.monotonic() - started
         return count
-
-    def _leak_message(self, count: int) -> str:
-        assert self.observer is not None
-        stuck = [s for s in self.observer.sockets() if s.status == "CLOSE_WAIT"]
-        # Either the deadline passed, or the server went to sleep for good first.
-        when = f"{self._fds_waited:.2f} s after the connections ended"
-        if self._fds_waited < self.limits.cleanup_timeout:
-            when += f", and none will close: {QUIET_REASON}"
-        leaked = count - self.fd_baseline
-        text = f"{leaked} fd(s) still open {when} (baseline {self.fd_baseline}, now {count})"
-        if stuck:
-            text += f"; {len(stuck)} socket(s) in CLOSE_WAIT: " + ", ".join(
-                f"{s.local}<-{s.remote}" for s in stuck[:4]
-            )
-        return text
 
     def _probe_after(self, transcript: Transcript) -> Violation | None:
         """Fresh connections after the script, all open at once, each must echo its own message.
@@ -394,6 +409,7 @@ class Checker:
                 socks.append(sock)
                 sock.settimeout(self.limits.connect_timeout)
                 sock.connect(self.address)
+                self._probe_ports.append(sock.getsockname()[1])
                 sock.settimeout(self.limits.stall_timeout)
                 sock.sendall(message)
             for i, (sock, message) in enumerate(zip(socks, messages, strict=True)):

@@ -23,6 +23,9 @@ from harness.model.scenario import Scenario
 from harness.model.script import Script
 
 REPRO_FORMAT = "epoll-harness-reproducer/1"
+#: Verdict levels, as Autobahn's: a failure, or legal but impolite behaviour worth knowing of.
+FAIL = "fail"
+NON_STRICT = "non-strict"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Reproducer:
     script: Script | None = None
     scenario: Scenario | None = None
     also: tuple[str, ...] = ()
+    level: str = FAIL
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +47,7 @@ class Reproducer:
             "property": self.property_name,
             "message": self.message,
             "also_violated": list(self.also),
+            "level": self.level,
             "server_command": self.server_command,
             "seed": self.seed,
             "limits": asdict(self.limits),
@@ -93,6 +98,28 @@ class ViolationRecord:
     seconds_to_find: float | None = None
     capture: str | None = None  # the pcap of a replay of the reproducer
     on_the_wire: tuple[str, ...] = ()  # what the capture showed (graceful-fin, ...)
+    confirmed: int | None = None  # replays that violated the property again (None: not replayed)
+    replays: int = 0
+    also: tuple[str, ...] = ()  # other properties the same reproducer violates
+    level: str = FAIL
+
+    @property
+    def fails(self) -> bool:
+        """Does this record fail the run? A failure that replays (or was not replayed); not an
+        unconfirmed one (seen once, never again in ``replays`` tries), not a non-strict finding."""
+        return self.level == FAIL and (self.confirmed is None or self.confirmed > 0)
+
+    @property
+    def unconfirmed(self) -> bool:
+        return self.level == FAIL and self.confirmed == 0 and self.replays > 0
+
+    def confirmation(self) -> str:
+        """``confirmed 3/3``, ``unconfirmed (0/3 replays)``, or "" when not replayed."""
+        if self.confirmed is None or not self.replays:
+            return ""
+        if self.confirmed == 0:
+            return f"unconfirmed (0/{self.replays} replays)"
+        return f"confirmed {self.confirmed}/{self.replays}"
 
 
 @dataclass
@@ -101,6 +128,29 @@ class PropertyStats:
     seconds: float = 0.0
     skipped: str | None = None  # why, when the property could not be checked
     violations: list[ViolationRecord] = field(default_factory=list)
+    non_strict: list[ViolationRecord] = field(default_factory=list)
+
+    def status(self, budget_spent_shrinking: bool = False) -> tuple[str, str]:
+        """What a summary says of the property: a word and, where it helps, why.
+
+        ``violated`` (a failure that replays), ``unconfirmed`` (seen, never
+        replayed), ``non-strict`` (legal but impolite), ``skipped``, ``not
+        exercised`` (no script put it to the test: never "ok"), or ``ok``.
+        """
+        if any(v.fails for v in self.violations):
+            return "violated", ""
+        if self.violations:
+            return "unconfirmed", "seen once, did not replay"
+        if self.skipped:
+            return "skipped", self.skipped
+        if self.non_strict:
+            return "non-strict", self.non_strict[0].message
+        if not self.examples:
+            why = "the budget went to shrinking other violations" if budget_spent_shrinking else (
+                "no script reached it"
+            )
+            return "not exercised", why
+        return "ok", ""
 
 
 @dataclass
@@ -112,6 +162,7 @@ class RunReport:
     restarts: int = 0
     network: str = ""
     evidence: dict[str, int] = field(default_factory=dict)
+    diagnostics: list[str] = field(default_factory=list)  # seen, not violations (fds that plateau ...)
     properties: dict[str, PropertyStats] = field(
         default_factory=lambda: {p: PropertyStats() for p in PROPERTIES}
     )
@@ -122,7 +173,8 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not self.violations
+        """No violation that fails the run (see :attr:`ViolationRecord.fails`)."""
+        return not any(v.fails for v in self.violations)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +186,7 @@ class RunReport:
             "server_restarts": self.restarts,
             "network": self.network,
             "evidence": dict(sorted(self.evidence.items())),
+            "diagnostics": self.diagnostics,
             "ok": self.ok,
             "properties": {
                 name: {
@@ -141,7 +194,9 @@ class RunReport:
                     "examples": stats.examples,
                     "seconds": round(stats.seconds, 3),
                     "skipped": stats.skipped,
+                    "status": stats.status()[0],
                     "violations": [asdict(v) for v in stats.violations],
+                    "non_strict": [asdict(v) for v in stats.non_strict],
                 }
                 for name, stats in self.properties.items()
             },

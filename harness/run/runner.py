@@ -14,12 +14,21 @@ yet, the ones that have being ignored in its verdicts. A server whose easy
 bug (say, a leaked fd on close) is found first is still searched for its
 harder one (no EOF after a half-close).
 
-Budgets: ``max_examples`` bounds the search and ``time_budget`` bounds its
-wall-clock time (once spent, examples are no longer run). Shrinking the bugs
-a round found gets ``shrink_budget`` seconds from the round's first find (never
-past ``time_budget + shrink_budget``); past that the smallest failing script
-found so far is reported as it is, and the next round starts. ``until_found``
-ends the search early, once each of its properties has been violated.
+Budgets: ``time_budget`` is the wall-clock time of the search and of its
+shrinking together: no example starts past it. ``max_examples`` bounds the
+search too. Shrinking the bugs a round found gets at most ``shrink_budget``
+seconds from the round's first find, within the time budget; past that the
+smallest failing script found so far is reported as it is, and the next
+round starts. ``until_found`` ends the search early, once each of its
+properties has been violated. Then each reproducer is replayed ``confirm``
+times (a few seconds each at most) to confirm it: the report says
+``confirmed 3/3``, and a violation that never replays is reported apart, as
+unconfirmed. With a ``seed`` no example database is used, so the same seed
+and ``max_examples`` draw the same scripts on every run.
+
+Non-strict findings (legal but impolite: a slow accept queue, a server that
+drops a client that does not read) are recorded with the first script that
+showed them and never fail a run or stop the search.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from hypothesis.errors import Flaky
 
 from harness.drive.netns import NetworkSetup
 from harness.drive.process import ServerProcess
-from harness.model.errors import PropertyViolation, UsageError
+from harness.model.errors import PropertyViolation, ServerStartError, UsageError
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.properties import (
     ACCEPT_ROBUST,
@@ -56,13 +65,14 @@ from harness.model.properties import (
 from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.run.checker import Checker, Outcome
-from harness.run.report import Reproducer, RunReport, ViolationRecord
+from harness.run.report import NON_STRICT, Reproducer, RunReport, ViolationRecord
 from harness.run.scenarios import run_scenario
 from harness.run.verdict import enforce
 
 DEFAULT_MAX_EXAMPLES = 200
 DEFAULT_TIME_BUDGET = 60.0
 DEFAULT_SHRINK_BUDGET = 60.0
+DEFAULT_CONFIRM = 3
 DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
 PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
 
@@ -111,6 +121,8 @@ class CheckConfig:
     until_found: frozenset[str] = frozenset()
     # Capture every script's packets here (graceful-fin is judged only then); None: no capture.
     capture_dir: Path | None = None
+    # Replays of each reproducer that confirm it (0: none; every violation is reported as found).
+    confirm: int = DEFAULT_CONFIRM
 
     @property
     def described_server(self) -> str:
@@ -135,6 +147,9 @@ class _RunState:
     first_found: dict[str, float] = field(default_factory=dict)
     evidence: Counter[str] = field(default_factory=Counter)
     seen: set[str] = field(default_factory=set)  # every property violated, with a reproducer or not
+    non_strict: dict[str, tuple[Violation, Script]] = field(default_factory=dict)  # the first of each
+    diagnostics: set[str] = field(default_factory=set)
+    confirmations: dict[str, int] = field(default_factory=dict)  # property -> replays that failed it
 
 
 Progress = Callable[[RunReport], None]
@@ -146,17 +161,21 @@ def default_strategy() -> st.SearchStrategy[Script]:
     return scripts()
 
 
-def strategy_for(network: NetworkSetup, kind: str = "full") -> st.SearchStrategy[Script]:
+def strategy_for(
+    network: NetworkSetup, kind: str = "full", limits: Limits = DEFAULT_LIMITS
+) -> st.SearchStrategy[Script]:
     """The scripts for a run on ``network``: ``full`` (every fault) or ``short``."""
     from strategies import echo_path_capacity, scripts, short_scripts
 
     if kind == "short":
         return short_scripts()
-    # Floods only need to exceed the kernel buffers actually in force; RSTs are forged
-    # on the wire only in the lab (it takes root to create it, and forging needs root).
+    # Floods only need to exceed the kernel buffers actually in force, and now and then the memory
+    # bound; RSTs are forged on the wire only in the lab (it takes root to create it, and forging
+    # needs root).
     return scripts(
         flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem),
         allow_injection=network.private,
+        flood_past_bytes=limits.memory_bound,
     )
 
 
@@ -192,11 +211,15 @@ def run_check(
         checker.start()
         chosen = strategy if strategy is not None else default_strategy()
         _run_hypothesis(config, checker, chosen, report, state, progress, stop)
+        if stop is None or stop.signal is None:
+            _confirm(config, checker, state, stop)
     finally:
         checker.stop()
     report.restarts = checker.restarts
     report.evidence = dict(state.evidence)
+    report.diagnostics = sorted(state.diagnostics)
     _record_failures(config, report, state)
+    _record_non_strict(config, report, state)
     if stop is not None and stop.signal is not None:
         raise Interrupted
     if config.scenarios and not scenarios_first:
@@ -258,6 +281,9 @@ def _search_round(
         outcome = checker.check(script, skip=known)
         _count(report, outcome)
         state.evidence.update(outcome.evidence)
+        state.diagnostics.update(outcome.diagnostics)
+        for finding in outcome.non_strict:
+            state.non_strict.setdefault(finding.property_name, (finding, script))
         if progress is not None:
             progress(report)
         new = [v for v in outcome.violations if v.property_name not in known]
@@ -279,8 +305,10 @@ def _search_round(
             deadline[0] = min(deadline[0], time.monotonic())
         enforce(dataclasses.replace(outcome, violations=new) if known else outcome)
 
-    # Later rounds ignore some violations: they must not touch the saved examples.
-    database = DirectoryBasedExampleDatabase(str(config.database)) if config.database and not round_ else None
+    # Later rounds ignore some violations: they must not touch the saved examples. A seeded run
+    # replays nothing saved, so that the same seed draws the same scripts every time.
+    use_database = config.database is not None and not round_ and config.seed is None
+    database = DirectoryBasedExampleDatabase(str(config.database)) if use_database else None
     test = settings(
         max_examples=max(1, config.max_examples - report.examples),
         deadline=None,
@@ -337,9 +365,24 @@ def _count(report: RunReport, outcome: Outcome) -> None:
             stats.seconds += outcome.seconds
 
 
+def _confirm(config: CheckConfig, checker: Checker, state: _RunState, stop: StopSignal | None) -> None:
+    """Replay each failure's script ``config.confirm`` times; count the replays that violate it again."""
+    for name, failure in state.failures.items():
+        failed = 0
+        for _ in range(config.confirm):
+            if stop is not None and stop.signal is not None:
+                return
+            try:
+                outcome = checker.check(failure.script)
+            except ServerStartError:
+                break  # the server no longer starts: the replays so far stand
+            failed += any(v.property_name == name for v in outcome.violations)
+        state.confirmations[name] = failed
+
+
 def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -> None:
     for name, failure in state.failures.items():
-        also = tuple(sorted({v.property_name for v in failure.all_violations} - {name}))
+        also = tuple(sorted({v.property_name for v in failure.all_violations if v.strict} - {name}))
         repro = Reproducer(
             property_name=name,
             message=failure.violation.describe(),
@@ -350,6 +393,8 @@ def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -
             also=also,
         )
         path = repro.save(config.artifacts)
+        confirmed = state.confirmations.get(name)
+        replays = config.confirm if confirmed is not None else 0
         report.properties[name].violations.append(
             ViolationRecord(
                 name,
@@ -357,7 +402,51 @@ def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -
                 str(path),
                 steps=len(failure.script),
                 bytes_sent=failure.script.bytes_sent,
+                flaky=confirmed is not None and 0 < confirmed < replays,
                 seconds_to_find=round(state.first_found.get(name, failure.found_after), 3),
+                confirmed=confirmed,
+                replays=replays,
+                also=also,
+            )
+        )
+    # A property violated in a reproducer of another is violated: said so, with that reproducer.
+    for name, failure in state.failures.items():
+        for other in failure.all_violations:
+            stats = report.properties[other.property_name]
+            if not other.strict or stats.violations or other.property_name in state.failures:
+                continue
+            record = report.properties[name].violations[-1]
+            stats.violations.append(
+                dataclasses.replace(
+                    record,
+                    property_name=other.property_name,
+                    message=f"{other.describe()} (seen in the reproducer of {name})",
+                    also=(),
+                    seconds_to_find=None,
+                )
+            )
+
+
+def _record_non_strict(config: CheckConfig, report: RunReport, state: _RunState) -> None:
+    for name, (finding, script) in state.non_strict.items():
+        repro = Reproducer(
+            property_name=name,
+            message=finding.describe(),
+            server_command=config.server_command,
+            seed=config.seed,
+            limits=config.limits,
+            script=script,
+            level=NON_STRICT,
+        )
+        path = repro.save(config.artifacts)
+        report.properties[name].non_strict.append(
+            ViolationRecord(
+                name,
+                finding.describe(),
+                str(path),
+                steps=len(script),
+                bytes_sent=script.bytes_sent,
+                level=NON_STRICT,
             )
         )
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.oracle import EchoOracle
 from harness.model.script import AbortConnect, Close, Connect, Reset, Script
-from harness.model.transcript import CONNECT_FAILED, SEND_FAILED, Transcript
+from harness.model.transcript import CONNECT_FAILED, SEND_FAILED, AcceptQueue, Transcript
 
 RECV_SIZE = 256 * 1024
 LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -37,6 +37,9 @@ class ServerWatch(Protocol):
     def quiescent(self) -> bool:
         """Can the server do nothing more without new input (so no byte can come)?"""
 
+    def accept_queue(self) -> AcceptQueue | None:
+        """The server's listen backlog now: connections waiting for accept(), and the limit."""
+
 
 @dataclass
 class Client:
@@ -48,7 +51,13 @@ class Client:
     reset: bool = False
     closed: bool = False
     flooded: int = 0  # bytes sent by floods, not read back yet when the flood ended
+    in_flood: bool = False  # a Flood step is sending, not reading
     small_rcvbuf: bool = False  # a slow reader's SO_RCVBUF is in force
+
+    @property
+    def not_reading(self) -> bool:
+        """Is the client sending without reading its echo (flooding, or a flood left unread)?"""
+        return self.in_flood or self.flooded > 0
 
 
 class Connections:
@@ -162,7 +171,7 @@ class Connections:
             return False
         if not data:
             client.eof = True
-            self.oracle.eof(client.conn)
+            self.oracle.eof(client.conn, not_reading=client.not_reading)
             return False
         self.oracle.received(client.conn, data)
         return True
@@ -170,7 +179,7 @@ class Connections:
     def _broken(self, client: Client, exc: OSError) -> None:
         if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
             client.reset = True
-            self.oracle.reset(client.conn)
+            self.oracle.reset(client.conn, not_reading=client.not_reading)
         else:
             self.transcript.add(self.step_index, client.conn, SEND_FAILED, describe_os_error(exc))
             client.reset = True

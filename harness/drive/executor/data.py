@@ -8,7 +8,7 @@ import time
 
 from harness.drive.executor.connections import Client
 from harness.drive.executor.waits import Waits
-from harness.model.script import Flood, Pause, Read, ReadToEof, Send, ShutdownWrite, pattern_bytes
+from harness.model.script import Flood, FloodBytes, Pause, Read, ReadToEof, Send, ShutdownWrite
 from harness.model.transcript import EOF_MISSING, FLOOD, HOL_STALLED, READ_STALLED, SEND_FAILED
 
 FLOOD_CHUNK = 64 * 1024
@@ -21,7 +21,7 @@ class DataSteps(Waits):
         client = self._live(step.conn)
         if client is None:
             return
-        data = step.payload.materialize(step.conn) if step.payload.size else step.payload.literal
+        data = step.payload.materialize(step.conn)
         pieces = cut(data, step.fragments)
         for i, piece in enumerate(pieces):
             if i and step.delay_ms:
@@ -86,17 +86,22 @@ class DataSteps(Waits):
         client = self._live(step.conn)
         if client is None:
             return
-        # Negative seeds: a flood's bytes never equal a Send pattern's on the same connection.
-        data = memoryview(pattern_bytes(step.size, -1 - step.seed, step.conn))
+        if self.checkpoint is not None:
+            self.checkpoint("before-flood", self)
+        # A flood's bytes are made a block at a time as they go out (a flood past the memory bound
+        # is tens of MiB, most of which a bounded server never takes), and differ from every Send's.
+        blocks = FloodBytes(step.seed, step.conn)
         offset = 0
         sel = selectors.DefaultSelector()
         sel.register(client.sock, selectors.EVENT_WRITE)
         started = time.monotonic()
         full = False
+        client.in_flood = True
         try:
-            while offset < len(data) and time.monotonic() - started < self.limits.step_timeout:
+            while offset < step.size and time.monotonic() - started < self.limits.step_timeout:
+                chunk = blocks.slice(offset, min(FLOOD_CHUNK, step.size - offset))
                 try:
-                    sent = client.sock.send(data[offset : offset + FLOOD_CHUNK])
+                    sent = client.sock.send(chunk)
                 except BlockingIOError:
                     if not sel.select(self.limits.flood_stall):
                         full = True  # nothing moves: every buffer on the way is full
@@ -105,9 +110,10 @@ class DataSteps(Waits):
                 except OSError as exc:
                     self._broken(client, exc)
                     break
-                self.oracle.sent(client.conn, bytes(data[offset : offset + sent]))
+                self.oracle.sent(client.conn, chunk[:sent])
                 offset += sent
         finally:
+            client.in_flood = False
             sel.close()
         client.flooded = self.oracle.owed(client.conn)
         self.transcript.add(

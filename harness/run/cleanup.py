@@ -1,0 +1,147 @@
+"""``cleanup``: judged by connections, not by fd counts.
+
+Every connection the client closed or reset must be gone from the server
+within the deadline. Two ways a server keeps one:
+
+* a socket of the server still holds the 4-tuple in the namespace's TCP table
+  (CLOSE_WAIT after the client's FIN, ESTABLISHED, ...): named with its state;
+* a socket the server holds is in no socket table at all: its connection is
+  over (reset) and the server never closed it.
+
+Other descriptors (a log file opened on the first warning, a pool of pipes
+for splice(2) that grows with peak connections, an eventfd, a second epoll
+fd) are no leak by themselves. When the fd count stays above its baseline
+with no connection held, the harness opens :data:`LEAK_PROBES` connections
+one after another, closing half gracefully and resetting the rest: if the
+count grows by about one per connection, that is a leak per connection (a
+violation); if not, it is a plateau, reported as a diagnostic, and becomes
+the new baseline. The harness's own probe connections are never counted.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from harness.drive.executor.faults import BURST_ID_BASE
+from harness.drive.observe import Descriptors, ServerObserver
+from harness.drive.quiescence import QUIET_REASON
+from harness.model.limits import Limits
+from harness.model.properties import CLEANUP, Violation
+from harness.model.transcript import Transcript
+from harness.model.wording import plural
+
+#: Connections the leak probe opens one after another.
+LEAK_PROBES = 8
+#: Growth of at least this many fds over the leak probe is a leak per connection.
+LEAK_THRESHOLD = LEAK_PROBES // 2
+LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+@dataclass(frozen=True)
+class CleanupVerdict:
+    violation: Violation | None = None
+    diagnostic: str | None = None  # descriptors that are no leak, worth a line in the report
+    new_baseline: int | None = None  # the plateau the fd count settled on
+
+
+def connection_name(conn: Hashable) -> str:
+    if isinstance(conn, int) and conn >= BURST_ID_BASE:
+        step, k = divmod(conn - BURST_ID_BASE, 1000)
+        return f"burst connection {k} (step {step})"
+    return f"connection {conn}"
+
+
+def judge(
+    observer: ServerObserver,
+    transcript: Transcript,
+    server_address: tuple[str, int],
+    baseline: int,
+    baseline_descriptors: Descriptors,
+    waited: float,
+    limits: Limits,
+) -> CleanupVerdict:
+    """The verdict when the fd count stayed above ``baseline`` for ``waited`` seconds after the script."""
+    server_port = server_address[1]
+    when = f"{waited:.2f} s after the client closed it"
+    if waited < limits.cleanup_timeout:
+        when += f" (none will close: {QUIET_REASON})"
+    ports = {port: connection_name(conn) for conn, port in transcript.client_ports.items()}
+    held = observer.connections_held(server_port, ports)
+    descriptors = observer.descriptors()
+    dead = observer.dead_sockets(descriptors) - baseline_descriptors.sockets
+    if held or dead:
+        parts = []
+        if held:
+            listed = ", ".join(f"{h.name} (client port {h.client_port}, {h.state})" for h in held[:4])
+            more = f" and {len(held) - 4} more" if len(held) > 4 else ""
+            parts.append(
+                f"{plural(len(held), 'connection')} the client closed "
+                f"{'is' if len(held) == 1 else 'are'} still open in the server {when}: {listed}{more}"
+            )
+        if dead:
+            parts.append(
+                f"{plural(len(dead), 'socket')} whose connection is over (reset, in no socket table) "
+                f"{'is' if len(dead) == 1 else 'are'} still open in the server"
+            )
+        return CleanupVerdict(Violation(CLEANUP, "; ".join(parts)))
+    return _leak_probe(observer, server_address, baseline, baseline_descriptors, descriptors, limits)
+
+
+def _leak_probe(
+    observer: ServerObserver,
+    address: tuple[str, int],
+    baseline: int,
+    baseline_descriptors: Descriptors,
+    descriptors: Descriptors,
+    limits: Limits,
+) -> CleanupVerdict:
+    before = observer.fd_count()
+    for i in range(LEAK_PROBES):
+        _one_connection(address, limits, reset=bool(i % 2))
+    after = observer.wait_fds(before, limits.cleanup_timeout, address[1])
+    grew = after - before
+    extra = descriptors.count - baseline_descriptors.count
+    if grew >= LEAK_THRESHOLD:
+        now = observer.descriptors()
+        return CleanupVerdict(
+            Violation(
+                CLEANUP,
+                f"the server keeps a descriptor per connection: {plural(grew, 'fd')} more after "
+                f"{LEAK_PROBES} connections opened and closed one after another (baseline {baseline}, "
+                f"now {after}; what they are: {now.describe_others()})",
+            )
+        )
+    return CleanupVerdict(
+        diagnostic=(
+            f"the server holds {plural(extra, 'descriptor')} more than after its first connection "
+            f"({descriptors.describe_others()}); they did not grow with {LEAK_PROBES} more connections, "
+            "so they are no leak"
+        ),
+        new_baseline=max(after, before),
+    )
+
+
+def _one_connection(address: tuple[str, int], limits: Limits, *, reset: bool) -> None:
+    """Connect, echo a few bytes, close (or reset): the leak probe's unit. Failures are not judged here."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(limits.connect_timeout)
+            sock.connect(address)
+            sock.settimeout(limits.stall_timeout)
+            sock.sendall(b"epoll-harness leak probe\n")
+            got = b""
+            while len(got) < 25:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                got += chunk
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+    except OSError:
+        pass
+
+
