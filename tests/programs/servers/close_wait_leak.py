@@ -1,0 +1,52 @@
+"""BUGGY: a thread-per-connection echo server that never closes a socket after the peer's FIN.
+
+    python close_wait_leak.py [--port] PORT
+
+Shape: thread_echo.py (blocking sockets, one thread per connection), with the
+connection kept in a registry of open sessions.
+
+Bug: when recv() returns b"" (the peer's FIN), the thread just returns; it
+neither shuts down nor closes the socket, and the session registry keeps a
+reference, so CPython never closes it either. Every connection the client ends
+stays in CLOSE_WAIT and holds an fd forever (and the client never gets our
+FIN). Property that must catch it: cleanup (half-close too, for a client that
+waits for EOF). A reset connection is closed properly. SIGTERM: exit 0.
+"""
+
+import signal
+import socket
+import sys
+import threading
+import time
+
+sessions: list[socket.socket] = []  # BUG: entries are never removed or closed
+
+
+def serve(conn: socket.socket) -> None:
+    sessions.append(conn)
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+        # BUG: missing conn.close() (and the shutdown before it) after EOF
+    except OSError:
+        conn.close()
+
+
+def main() -> None:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", int(next(a for a in sys.argv[1:] if a != "--port"))))
+    listener.listen(128)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"LISTENING 127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
