@@ -76,7 +76,30 @@ class Connection:
 
 
 class ReferenceServer:
-    """Single-threaded epoll echo server; ``mode`` is ``"lt"`` or ``"et"``."""
+    """Single-threaded epoll echo server; ``mode`` is ``"lt"`` or ``"et"``.
+
+    Every step a real server can get wrong is a small method of its own, so
+    that a mutant (``server_under_test/mutants``) overrides exactly the step it
+    breaks and nothing else:
+
+    * accepting: :meth:`accept_ready` (drain the backlog), :meth:`accept_one`,
+      :meth:`on_accept_exhausted` (EMFILE), :meth:`prepare_socket`,
+      :meth:`new_connection`;
+    * registering: :meth:`connection_flags` (EPOLLET...),
+      :meth:`writable_event` (EPOLLOUT, while output is pending);
+    * events: :meth:`connection_event`, :meth:`on_hangup` (EPOLLERR/EPOLLHUP);
+    * reading: :meth:`read_budget` (recv() calls per event),
+      :meth:`on_recv_eagain`, :meth:`on_eof`, :meth:`pause_reading` (high water);
+    * writing: :meth:`echo`, :meth:`on_short_send`, :meth:`flush`;
+    * errors and closing: :meth:`on_socket_error`, :meth:`finish_half_close`,
+      :meth:`close_connection`.
+
+    :meth:`connection_flags`, :meth:`writable_event` and :meth:`read_budget`
+    are asked once, at start; the per-read hooks are called only off the
+    common path (EOF, a short send, high water, EAGAIN). So a level-triggered
+    event costs what a loop written in one piece would, and an edge-triggered
+    one a method call more (every edge-triggered event ends with EAGAIN).
+    """
 
     def __init__(self, listener: socket.socket, mode: str = "lt", max_connections: int | None = None) -> None:
         if mode not in ("lt", "et"):
@@ -84,6 +107,10 @@ class ReferenceServer:
         self.listener = listener
         self.edge_triggered = mode == "et"
         self.trigger = EPOLLET if self.edge_triggered else 0
+        # Fixed for the server's life, so asked once (see each hook).
+        self.flags = self.connection_flags()
+        self.writable = self.writable_event()
+        self.reads_per_event = self.read_budget()
         self.max_connections = max_connections
         self.epoll = select.epoll()
         self.connections: dict[int, Connection] = {}
@@ -99,6 +126,35 @@ class ReferenceServer:
         self.wakeup_w.setblocking(False)
         self.epoll.register(self.wakeup_r.fileno(), EPOLLIN)
         self._resume_accepting()
+
+    def connection_flags(self) -> int:
+        """What every connection's registration carries whatever its state: the trigger mode.
+
+        :meth:`update_interest` adds EPOLLIN and :meth:`writable_event` to it
+        as needed. (The listener is registered with ``EPOLLIN | self.trigger``
+        whatever this says.)
+        """
+        return self.trigger
+
+    def writable_event(self) -> int:
+        """The event asked for while output is pending, to learn when the socket takes more: EPOLLOUT.
+
+        Only while output is pending: a connected socket is almost always
+        writable, so an EPOLLOUT armed for nothing would wake a level-triggered
+        loop at once, forever.
+        """
+        return EPOLLOUT
+
+    def read_budget(self) -> int | None:
+        """How many ``recv()`` calls one readiness event may make; None: until EAGAIN.
+
+        Edge-triggered: until EAGAIN, since no new edge will report what is
+        left. Level-triggered: :data:`LT_READS_PER_EVENT`, and a short read ends
+        the event too (the queue was empty); epoll reports the socket again if
+        more is left, so stopping early loses nothing, and one busy client
+        cannot starve the others.
+        """
+        return None if self.edge_triggered else LT_READS_PER_EVENT
 
     # -- the loop ---------------------------------------------------------
 
@@ -150,34 +206,63 @@ class ReferenceServer:
     # -- accepting ----------------------------------------------------------
 
     def accept_ready(self) -> None:
-        # Drain the backlog: in edge-triggered mode no new edge comes for
-        # connections that are already queued.
-        while self.accepting:
-            if self.max_connections is not None and len(self.connections) >= self.max_connections:
-                self._pause_accepting()
-                return
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in ACCEPT_SKIP:
-                    continue
-                if exc.errno in ACCEPT_EXHAUSTED:
-                    self._pause_accepting()
-                    return
-                raise
-            self.add_connection(sock)
+        """The listener is readable: drain the backlog.
+
+        In edge-triggered mode no new edge comes for connections that are
+        already queued, so one accept() per event would strand them.
+        """
+        while self.accepting and self.accept_one():
+            pass
+
+    def accept_one(self) -> bool:
+        """Accept one pending connection; False when no more can be taken now."""
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+            self._pause_accepting()
+            return False
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in ACCEPT_SKIP:
+                return True
+            if exc.errno in ACCEPT_EXHAUSTED:
+                self.on_accept_exhausted()
+                return False
+            raise
+        self.add_connection(sock)
+        return True
+
+    def on_accept_exhausted(self) -> None:
+        """accept() failed with EMFILE/ENFILE/ENOBUFS/ENOMEM.
+
+        The pending connection stays in the backlog, so a level-triggered
+        listener would be reported ready at once, forever: stop polling it
+        until a connection closes or ACCEPT_RETRY_SECONDS pass.
+        """
+        self._pause_accepting()
 
     def add_connection(self, sock: socket.socket) -> None:
+        self.prepare_socket(sock)
+        conn = self.new_connection(sock)
+        conn.mask = EPOLLIN | self.flags
+        self.epoll.register(conn.fd, conn.mask)
+        self.connections[conn.fd] = conn
+
+    def prepare_socket(self, sock: socket.socket) -> None:
+        """Make an accepted socket fit for the loop.
+
+        Non-blocking: accept() does not pass the listener's O_NONBLOCK on, and
+        one blocking send() would freeze every client.
+        """
         sock.setblocking(False)
         # Echo is request/response: Nagle would hold back the tail of an echo
         # until the client's delayed ACK, 40 ms later.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(sock)
-        conn.mask = EPOLLIN | self.trigger
-        self.epoll.register(conn.fd, conn.mask)
-        self.connections[conn.fd] = conn
+
+    def new_connection(self, sock: socket.socket) -> Connection:
+        """The state of a new connection: all of it fresh, whatever fd it got."""
+        return Connection(sock)
 
     def _pause_accepting(self) -> None:
         if self.accepting:
@@ -196,20 +281,25 @@ class ReferenceServer:
     # -- one connection -------------------------------------------------------
 
     def connection_event(self, conn: Connection, mask: int) -> None:
-        if mask & EPOLL_GONE:
-            # A reset or both directions shut: nobody will read an echo.
-            self.close_connection(conn)
+        if mask & EPOLL_GONE and self.on_hangup(conn):
             return
         if mask & EPOLLOUT and not self.flush(conn):
             return
         if mask & EPOLLIN and conn.reading and not conn.eof:
             self.read_ready(conn)
 
+    def on_hangup(self, conn: Connection) -> bool:
+        """EPOLLERR or EPOLLHUP, which epoll reports whatever the mask.
+
+        A reset, or both directions shut: nobody will read an echo, so close
+        (and drop the whole Connection). True when the event needs nothing
+        more; False would leave it to send() and recv() to find out.
+        """
+        self.close_connection(conn)
+        return True
+
     def read_ready(self, conn: Connection) -> None:
-        """Read and echo: until EAGAIN in edge-triggered mode; in level-triggered
-        mode while reads come back full, at most LT_READS_PER_EVENT times (epoll
-        reports the socket again if more is left, so stopping early loses nothing
-        and keeps one busy client from starving the others)."""
+        """Read and echo, at most :meth:`read_budget` reads (see there)."""
         recv_into = conn.sock.recv_into
         scratch_view = self.scratch_view
         reads = 0
@@ -217,22 +307,53 @@ class ReferenceServer:
             try:
                 n = recv_into(self.scratch)
             except BlockingIOError:
-                break
-            except OSError:
-                self.close_connection(conn)
+                if self.on_recv_eagain(conn):
+                    break
+                return
+            except OSError as exc:
+                self.on_socket_error(conn, exc)
                 return
             if n == 0:
-                conn.eof = True
-                break
+                if self.on_eof(conn):
+                    break
+                return
             if not self.echo(conn, scratch_view[:n]):
                 return
-            if len(conn.out) > HIGH_WATER:
-                conn.reading = False
+            if len(conn.out) > HIGH_WATER and self.pause_reading(conn):
                 break
             reads += 1
-            if not self.edge_triggered and (n < RECV_CHUNK or reads >= LT_READS_PER_EVENT):
+            budget = self.reads_per_event
+            if budget is not None and (n < RECV_CHUNK or reads >= budget):
                 break
         self.update_interest(conn)
+
+    def on_recv_eagain(self, conn: Connection) -> bool:
+        """recv() would block: nothing more to read for now (the connection goes on).
+
+        True when the connection is still open, False if this closed it.
+        """
+        return True
+
+    def on_eof(self, conn: Connection) -> bool:
+        """recv() returned ``b""``: the peer's FIN, a half-close.
+
+        Stop reading; :meth:`update_interest` closes once everything pending is
+        echoed. True when the connection is still open, False if this closed it.
+        """
+        conn.eof = True
+        return True
+
+    def pause_reading(self, conn: Connection) -> bool:
+        """More than HIGH_WATER bytes are pending: stop reading (backpressure).
+
+        :meth:`flush` reads again below LOW_WATER. True when reading paused.
+        """
+        conn.reading = False
+        return True
+
+    def on_socket_error(self, conn: Connection, exc: OSError) -> None:
+        """recv() or send() failed with something else than EAGAIN (ECONNRESET, EPIPE...): close."""
+        self.close_connection(conn)
 
     def echo(self, conn: Connection, data: memoryview) -> bool:
         """Send ``data`` after what is already queued; False if the connection died."""
@@ -243,12 +364,19 @@ class ReferenceServer:
             sent = conn.sock.send(data)
         except BlockingIOError:
             sent = 0
-        except OSError:
-            self.close_connection(conn)
+        except OSError as exc:
+            self.on_socket_error(conn, exc)
             return False
         if sent < len(data):
-            conn.out += data[sent:]
+            self.on_short_send(conn, data[sent:])
         return True
+
+    def on_short_send(self, conn: Connection, rest: memoryview) -> None:
+        """send() took fewer bytes than offered (none on EAGAIN): keep the rest, in order.
+
+        :meth:`update_interest` arms EPOLLOUT while it is pending, and :meth:`flush` sends it.
+        """
+        conn.out += rest
 
     def flush(self, conn: Connection) -> bool:
         """Send queued output until EAGAIN; False if the connection is gone."""
@@ -258,8 +386,8 @@ class ReferenceServer:
                 sent = conn.sock.send(out)
             except BlockingIOError:
                 break
-            except OSError:
-                self.close_connection(conn)
+            except OSError as exc:
+                self.on_socket_error(conn, exc)
                 return False
             del out[:sent]
         if not conn.reading and len(out) < LOW_WATER:
@@ -277,17 +405,20 @@ class ReferenceServer:
         if conn.eof and not conn.out:
             self.finish_half_close(conn)
             return
-        mask = self.trigger
+        mask = self.flags
         if conn.reading and not conn.eof:
             mask |= EPOLLIN
         if conn.out:
-            mask |= EPOLLOUT
+            mask |= self.writable
         if mask != conn.mask:
             self.epoll.modify(conn.fd, mask)
             conn.mask = mask
 
     def finish_half_close(self, conn: Connection) -> None:
-        # Everything is echoed: send our FIN after the last byte, then let go.
+        """Everything is echoed after the peer's FIN: send our FIN after the last byte, then let go.
+
+        Never SO_LINGER 0: that would abort the connection with RST.
+        """
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -11,8 +11,11 @@ It prints ``LISTENING host:port`` once ready and exits 0 on SIGTERM. Without
 
 Each module defines ``BUG``, ``EXPECTED_PROPERTY`` (the harness property that
 must catch it), ``DEFAULT_MODE`` and ``REAL_WORLD`` (how real servers get this
-wrong); most subclass :class:`~server_under_test.reference.ReferenceServer`
-and override one method with a copy that carries the bug, marked ``# BUG:``.
+wrong). Each subclasses :class:`~server_under_test.reference.ReferenceServer`
+and overrides only the small hook method that carries the bug, marked
+``# BUG:`` (the reference's class docstring lists its hooks); where a second
+override is needed to set the stage, it says it is not the bug. Nothing of
+the reference is copied.
 
 :data:`CATALOGUE` describes them all; it is built on first use, by importing
 every module, so that ``python -m server_under_test.mutants.NAME`` does not

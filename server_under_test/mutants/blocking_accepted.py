@@ -1,6 +1,6 @@
 """Mutant: accepted sockets are left blocking.
 
-The bug: :meth:`add_connection` does not make the accepted socket
+The bug: :meth:`prepare_socket` does not make the accepted socket
 non-blocking (accept() does not inherit O_NONBLOCK from the listener on
 Linux). As long as every client reads, nothing shows; but when one client
 stops reading, the server's ``send()`` to it blocks once its send buffer is
@@ -19,7 +19,7 @@ import socket
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import EPOLLIN, Connection, ReferenceServer
+from server_under_test.reference import ReferenceServer
 
 BUG = "accepted sockets stay blocking: one client that stops reading freezes the whole server in send()"
 EXPECTED_PROPERTY = "no-head-of-line-blocking"
@@ -28,13 +28,9 @@ REAL_WORLD = "accept() without SOCK_NONBLOCK or fcntl(O_NONBLOCK), assuming the 
 
 
 class BlockingAcceptedServer(ReferenceServer):
-    def add_connection(self, sock: socket.socket) -> None:
+    def prepare_socket(self, sock: socket.socket) -> None:
+        super().prepare_socket(sock)
         sock.setblocking(True)  # BUG: what forgetting setblocking(False) amounts to
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(sock)
-        conn.mask = EPOLLIN | self.trigger
-        self.epoll.register(conn.fd, conn.mask)
-        self.connections[conn.fd] = conn
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """Mutant: EAGAIN from ``recv()`` is taken for the end of the connection.
 
-The bug: :meth:`read_ready` closes the connection on any ``recv()`` that
-returns no data — EOF, but also EAGAIN. A level-triggered server reading once
-per event rarely meets EAGAIN, but an edge-triggered one drains until EAGAIN
-on every event: each connection is closed right after its first burst is
-echoed, and the client's next request finds the connection gone.
+The bug: the server closes the connection on any ``recv()`` that returns no
+data — EOF, but also EAGAIN (:meth:`on_recv_eagain`). A level-triggered
+server, which stops reading at the first short read, rarely meets EAGAIN, but
+an edge-triggered one drains until EAGAIN on every event: each connection is
+closed right after its first burst is echoed, and the client's next request
+finds the connection gone.
 
 Caught by **echo-complete** (in ``et`` mode): a second request is never
 answered (the client reads EOF or a reset instead).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import HIGH_WATER, Connection, ReferenceServer
+from server_under_test.reference import Connection, ReferenceServer
 
 BUG = "recv()'s EAGAIN is treated like EOF: in edge-triggered mode every connection dies after one burst"
 EXPECTED_PROPERTY = "echo-complete"
@@ -27,28 +28,9 @@ REAL_WORLD = "if (n <= 0) close(fd); with -1/EAGAIN lumped in with EOF and error
 
 
 class EagainAsEofServer(ReferenceServer):
-    def read_ready(self, conn: Connection) -> None:
-        recv_into = conn.sock.recv_into
-        scratch_view = self.scratch_view
-        while True:
-            try:
-                n = recv_into(self.scratch)
-            except BlockingIOError:
-                n = 0  # BUG: "no data" is taken for the end of the connection
-            except OSError:
-                self.close_connection(conn)
-                return
-            if n == 0:
-                self.close_connection(conn)
-                return
-            if not self.echo(conn, scratch_view[:n]):
-                return
-            if len(conn.out) > HIGH_WATER:
-                conn.reading = False
-                break
-            if not self.edge_triggered:
-                break
-        self.update_interest(conn)
+    def on_recv_eagain(self, conn: Connection) -> bool:
+        self.close_connection(conn)  # BUG: "no data now" is taken for the end of the connection
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

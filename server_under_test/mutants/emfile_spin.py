@@ -1,10 +1,11 @@
 """Mutant: EMFILE on ``accept()`` leaves the level-triggered listener ready forever.
 
 The bug: when ``accept()`` fails with EMFILE/ENFILE (out of descriptors),
-:meth:`accept_ready` just returns and tries again on the next event. The
-pending connection stays in the backlog, so level-triggered epoll reports the
-listener readable at once, again and again: the server spins at 100 % CPU
-until a descriptor frees, and meanwhile starves its other clients.
+:meth:`on_accept_exhausted` does nothing: the server just tries again on the
+next event. The pending connection stays in the backlog, so level-triggered
+epoll reports the listener readable at once, again and again: the server spins
+at 100 % CPU until a descriptor frees, and meanwhile starves its other
+clients.
 
 Caught by **accept-robust**: under descriptor exhaustion the server must stay
 responsive and idle (stop polling the listener, or accept-and-close with a
@@ -19,7 +20,7 @@ from __future__ import annotations
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import ACCEPT_EXHAUSTED, ACCEPT_SKIP, ReferenceServer
+from server_under_test.reference import ReferenceServer
 
 BUG = "EMFILE on accept() is ignored: the level-triggered listener stays ready and the loop spins"
 EXPECTED_PROPERTY = "accept-robust"
@@ -28,22 +29,8 @@ REAL_WORLD = 'if (accept(...) < 0) { perror("accept"); continue; } while the bac
 
 
 class EmfileSpinServer(ReferenceServer):
-    def accept_ready(self) -> None:
-        while self.accepting:
-            if self.max_connections is not None and len(self.connections) >= self.max_connections:
-                self._pause_accepting()
-                return
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in ACCEPT_SKIP:
-                    continue
-                if exc.errno in ACCEPT_EXHAUSTED:
-                    return  # BUG: the listener stays registered, and ready
-                raise
-            self.add_connection(sock)
+    def on_accept_exhausted(self) -> None:
+        pass  # BUG: the listener stays registered, and ready
 
 
 def main(argv: list[str] | None = None) -> int:

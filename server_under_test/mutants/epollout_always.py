@@ -1,8 +1,9 @@
 """Mutant: EPOLLOUT stays armed with nothing to send.
 
-The bug: :meth:`update_interest` always registers EPOLLOUT. A connected
-socket is writable almost all the time, so level-triggered epoll returns at
-once, forever: the server busy-loops at 100 % CPU while every client is idle.
+The bug: every registration carries EPOLLOUT (:meth:`connection_flags`). A
+connected socket is writable almost all the time, so level-triggered epoll
+returns at once, forever: the server busy-loops at 100 % CPU while every
+client is idle.
 
 Caught by **idle-cpu**: with connections open but no traffic, the server
 must sleep in ``epoll_wait``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import EPOLLIN, EPOLLOUT, Connection, ReferenceServer
+from server_under_test.reference import EPOLLOUT, ReferenceServer
 
 BUG = "EPOLLOUT is armed even when nothing is pending: level-triggered epoll busy-loops on idle connections"
 EXPECTED_PROPERTY = "idle-cpu"
@@ -25,17 +26,9 @@ REAL_WORLD = "EPOLLIN|EPOLLOUT registered once at accept and EPOLLOUT never disa
 
 
 class EpolloutAlwaysServer(ReferenceServer):
-    def update_interest(self, conn: Connection) -> None:
-        if conn.eof and not conn.out:
-            self.finish_half_close(conn)
-            return
-        mask = self.trigger
-        if conn.reading and not conn.eof:
-            mask |= EPOLLIN
-        mask |= EPOLLOUT  # BUG: armed whether or not conn.out holds anything
-        if mask != conn.mask:
-            self.epoll.modify(conn.fd, mask)
-            conn.mask = mask
+    def connection_flags(self) -> int:
+        # BUG: EPOLLOUT is registered for good, whether or not conn.out holds anything
+        return super().connection_flags() | EPOLLOUT
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Mutant: EPOLLERR/EPOLLHUP are handled without closing the fd.
 
-The bug: :meth:`connection_event` notices EPOLLERR or EPOLLHUP (a reset, or
+The bug: :meth:`on_hangup` notices EPOLLERR or EPOLLHUP (a reset, or
 both directions shut) and returns without closing. The fd stays registered;
 epoll reports EPOLLHUP whatever the mask, so a level-triggered loop spins, and
 the descriptor is never released.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import EPOLL_GONE, EPOLLIN, EPOLLOUT, Connection, ReferenceServer
+from server_under_test.reference import Connection, ReferenceServer
 
 BUG = "EPOLLERR/EPOLLHUP are noticed but the fd is not closed: it leaks and LT epoll spins on it"
 EXPECTED_PROPERTY = "cleanup"
@@ -26,13 +26,8 @@ REAL_WORLD = "if (ev & (EPOLLERR|EPOLLHUP)) { perror(...); continue; } with the 
 
 
 class ErrHupNoCloseServer(ReferenceServer):
-    def connection_event(self, conn: Connection, mask: int) -> None:
-        if mask & EPOLL_GONE:
-            return  # BUG: the connection is over, but the fd is neither closed nor unregistered
-        if mask & EPOLLOUT and not self.flush(conn):
-            return
-        if mask & EPOLLIN and conn.reading and not conn.eof:
-            self.read_ready(conn)
+    def on_hangup(self, conn: Connection) -> bool:
+        return True  # BUG: the connection is over, but the fd is neither closed nor unregistered
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """Mutant: edge-triggered reads are not drained until EAGAIN.
 
-The bug: :meth:`read_ready` reads once per event in edge-triggered mode too,
-as a level-triggered server may. Edge-triggered epoll reports a *change* of
-readiness only: the bytes left in the receive queue after that one read
+The bug: :meth:`read_budget` allows one read per event in edge-triggered mode
+too, as a level-triggered server may. Edge-triggered epoll reports a *change*
+of readiness only: the bytes left in the receive queue after that one read
 raise no new event, so the echo stalls until the client sends more (and then
 lags behind by the same amount).
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import HIGH_WATER, Connection, ReferenceServer
+from server_under_test.reference import ReferenceServer
 
 BUG = "in edge-triggered mode only one recv() is made per event: the rest of the input waits forever"
 EXPECTED_PROPERTY = "echo-complete"
@@ -27,27 +27,8 @@ REAL_WORLD = "EPOLLET added to a level-triggered loop without looping recv() unt
 
 
 class EtNoDrainServer(ReferenceServer):
-    def read_ready(self, conn: Connection) -> None:
-        recv_into = conn.sock.recv_into
-        scratch_view = self.scratch_view
-        while True:
-            try:
-                n = recv_into(self.scratch)
-            except BlockingIOError:
-                break
-            except OSError:
-                self.close_connection(conn)
-                return
-            if n == 0:
-                conn.eof = True
-                break
-            if not self.echo(conn, scratch_view[:n]):
-                return
-            if len(conn.out) > HIGH_WATER:
-                conn.reading = False
-                break
-            break  # BUG: one read per event, in edge-triggered mode too
-        self.update_interest(conn)
+    def read_budget(self) -> int:
+        return 1  # BUG: one recv() per event, in edge-triggered mode too
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Mutant: EOF from ``recv()`` is ignored.
 
-The bug: :meth:`read_ready` treats ``recv()`` returning ``b""`` like "nothing
+The bug: :meth:`on_eof` treats ``recv()`` returning ``b""`` like "nothing
 to read" instead of the peer's FIN. The fd stays registered for EPOLLIN,
 which level-triggered epoll reports again at once, forever: the loop spins at
 100 % CPU, the socket sits in CLOSE_WAIT, the fd is never closed and a
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import HIGH_WATER, Connection, ReferenceServer
+from server_under_test.reference import Connection, ReferenceServer
 
 BUG = "EOF (recv() returning b'') is ignored: LT spin, fd never closed, socket left in CLOSE_WAIT"
 EXPECTED_PROPERTY = "cleanup"
@@ -27,27 +27,8 @@ REAL_WORLD = "only the n > 0 case of recv() is handled; n == 0 falls through as 
 
 
 class IgnoreEofServer(ReferenceServer):
-    def read_ready(self, conn: Connection) -> None:
-        recv_into = conn.sock.recv_into
-        scratch_view = self.scratch_view
-        while True:
-            try:
-                n = recv_into(self.scratch)
-            except BlockingIOError:
-                break
-            except OSError:
-                self.close_connection(conn)
-                return
-            if n == 0:
-                break  # BUG: the peer's FIN is taken for "nothing to read yet"
-            if not self.echo(conn, scratch_view[:n]):
-                return
-            if len(conn.out) > HIGH_WATER:
-                conn.reading = False
-                break
-            if not self.edge_triggered:
-                break
-        self.update_interest(conn)
+    def on_eof(self, conn: Connection) -> bool:
+        return True  # BUG: the peer's FIN is taken for "nothing to read yet": conn.eof is never set
 
 
 def main(argv: list[str] | None = None) -> int:

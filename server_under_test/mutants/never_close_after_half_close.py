@@ -29,9 +29,9 @@ class NeverCloseAfterHalfCloseServer(ReferenceServer):
     def finish_half_close(self, conn: Connection) -> None:
         # BUG: no shutdown(SHUT_WR), no close: the connection is only unwatched
         # (EPOLLERR/EPOLLHUP, which epoll always reports, still close it on a reset).
-        if conn.mask != self.trigger:
-            self.epoll.modify(conn.fd, self.trigger)
-            conn.mask = self.trigger
+        if conn.mask != self.flags:
+            self.epoll.modify(conn.fd, self.flags)
+            conn.mask = self.flags
 
 
 def main(argv: list[str] | None = None) -> int:

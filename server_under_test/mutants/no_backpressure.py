@@ -1,9 +1,9 @@
 """Mutant: no backpressure; the server never stops reading.
 
-The bug: :meth:`read_ready` lacks the high-water check, so a client that sends
-without reading makes the server move everything from the kernel into its
-output buffer: user-space memory grows without bound, at the speed of the
-client, instead of TCP flow control pushing back on it.
+The bug: :meth:`pause_reading` does not pause at the high-water mark, so a
+client that sends without reading makes the server move everything from the
+kernel into its output buffer: user-space memory grows without bound, at the
+speed of the client, instead of TCP flow control pushing back on it.
 
 Caught by **bounded-memory**: the server's RSS must stay within a fixed bound
 per connection whatever the client does.
@@ -27,26 +27,8 @@ REAL_WORLD = "an unbounded output queue appended to on every read, with no high-
 
 
 class NoBackpressureServer(ReferenceServer):
-    def read_ready(self, conn: Connection) -> None:
-        recv_into = conn.sock.recv_into
-        scratch_view = self.scratch_view
-        while True:
-            try:
-                n = recv_into(self.scratch)
-            except BlockingIOError:
-                break
-            except OSError:
-                self.close_connection(conn)
-                return
-            if n == 0:
-                conn.eof = True
-                break
-            if not self.echo(conn, scratch_view[:n]):
-                return
-            # BUG: no "len(conn.out) > HIGH_WATER: stop reading" here
-            if not self.edge_triggered:
-                break
-        self.update_interest(conn)
+    def pause_reading(self, conn: Connection) -> bool:
+        return False  # BUG: no backpressure: reading goes on however much output piles up
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,10 @@ on some paths (or skipped as a "redundant" epoll_ctl).
 from __future__ import annotations
 
 import select
-import socket
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import EPOLLIN, ReferenceServer
+from server_under_test.reference import ReferenceServer
 
 BUG = "EPOLLONESHOT is used but the fd is re-armed only when its mask changes: it goes deaf after one event"
 EXPECTED_PROPERTY = "echo-complete"
@@ -30,19 +29,9 @@ REAL_WORLD = "EPOLLONESHOT for a worker pool, re-armed only on some paths"
 
 
 class OneshotNoRearmServer(ReferenceServer):
-    def __init__(self, listener: socket.socket, mode: str = "lt", max_connections: int | None = None) -> None:
-        super().__init__(listener, mode, max_connections)
-        # Every connection mask carries self.trigger.
+    def connection_flags(self) -> int:
         # BUG: one-shot, and update_interest only re-arms when the mask changes
-        self.trigger |= select.EPOLLONESHOT
-
-    def _resume_accepting(self) -> None:
-        # The listener is not meant to be one-shot: register it without the flag.
-        if not self.accepting:
-            self.epoll.register(self.listener.fileno(), EPOLLIN | (self.trigger & ~select.EPOLLONESHOT))
-            self.accepting = True
-            if self.edge_triggered:
-                self.accept_ready()
+        return super().connection_flags() | select.EPOLLONESHOT
 
 
 def main(argv: list[str] | None = None) -> int:

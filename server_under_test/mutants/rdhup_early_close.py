@@ -16,11 +16,10 @@ EPOLLIN branch, a common "optimisation" to drop dead clients early.
 from __future__ import annotations
 
 import select
-import socket
 import sys
 
 from server_under_test.mutants._base import run_mutant
-from server_under_test.reference import EPOLL_GONE, EPOLLIN, EPOLLOUT, Connection, ReferenceServer
+from server_under_test.reference import Connection, ReferenceServer
 
 BUG = "EPOLLRDHUP is taken for a disconnect: the fd is closed before the remaining input is read and echoed"
 EXPECTED_PROPERTY = "half-close"
@@ -31,19 +30,15 @@ EPOLLRDHUP = select.EPOLLRDHUP
 
 
 class RdhupEarlyCloseServer(ReferenceServer):
-    def __init__(self, listener: socket.socket, mode: str = "lt", max_connections: int | None = None) -> None:
-        super().__init__(listener, mode, max_connections)
-        # Every connection mask carries self.trigger: ask for EPOLLRDHUP too.
-        self.trigger |= EPOLLRDHUP
+    def connection_flags(self) -> int:
+        # Not the bug: ask epoll to report the peer's FIN as EPOLLRDHUP.
+        return super().connection_flags() | EPOLLRDHUP
 
     def connection_event(self, conn: Connection, mask: int) -> None:
-        if mask & (EPOLL_GONE | EPOLLRDHUP):  # BUG: EPOLLRDHUP is a half-close, not a disconnect
+        if mask & EPOLLRDHUP:  # BUG: EPOLLRDHUP is a half-close, not a disconnect
             self.close_connection(conn)
             return
-        if mask & EPOLLOUT and not self.flush(conn):
-            return
-        if mask & EPOLLIN and conn.reading and not conn.eof:
-            self.read_ready(conn)
+        super().connection_event(conn, mask)
 
 
 def main(argv: list[str] | None = None) -> int:

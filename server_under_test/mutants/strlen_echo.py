@@ -28,19 +28,7 @@ class StrlenEchoServer(ReferenceServer):
         nul = data.tobytes().find(0)
         if nul >= 0:
             data = data[:nul]  # BUG: strlen(), not the byte count recv() returned
-        if conn.out:
-            conn.out += data
-            return True
-        try:
-            sent = conn.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.close_connection(conn)
-            return False
-        if sent < len(data):
-            conn.out += data[sent:]
-        return True
+        return super().echo(conn, data)
 
 
 def main(argv: list[str] | None = None) -> int:
