@@ -103,9 +103,11 @@ RUN_BYTES = (0x00, 0x0A, 0x0D, 0xFF, 0x80, 0x20, 0x41)
 MAX_RUN = 4 * KiB
 MAX_HEAD_PIECES = 8
 MAX_HEAD_BINARY = 64
-#: What a head is, one choice: mostly none (the shrink target), else pieces, a run, or raw bytes.
+#: What a head is, one choice: none half the time (the shrink target), pieces a quarter, else a run
+#: of one byte or raw bytes.
 _HEAD_KINDS = integers(0, 7)
-_NO_HEAD_BELOW = 5
+_NO_HEAD_BELOW = 4
+_PIECES_BELOW = 6
 _PIECES = sampled_from(HEAD_PIECES)
 _RUN_BYTES = sampled_from(RUN_BYTES)
 _RUN_LENGTHS = integers(1, MAX_RUN)
@@ -114,7 +116,7 @@ _PIECE_COUNTS = integers(1, MAX_HEAD_PIECES)
 
 
 def draw_head(draw: st.DrawFn) -> bytes:
-    """A payload's literal head: empty five times in eight, else special pieces, a run of a byte, raw bytes.
+    """A payload's literal head: empty half the time, else special pieces, a run of a byte, raw bytes.
 
     Every part shrinks: the kind to "none", a list of pieces to the one piece
     that matters (``b"\r\n"``), a run to one byte, raw bytes byte by byte. A
@@ -125,9 +127,9 @@ def draw_head(draw: st.DrawFn) -> bytes:
     kind = draw(_HEAD_KINDS)
     if kind < _NO_HEAD_BELOW:
         return b""
-    if kind == _NO_HEAD_BELOW:
+    if kind < _PIECES_BELOW:
         return b"".join(draw(_PIECES) for _ in range(draw(_PIECE_COUNTS)))
-    if kind == _NO_HEAD_BELOW + 1:
+    if kind == _PIECES_BELOW:
         return bytes([draw(_RUN_BYTES)]) * draw(_RUN_LENGTHS)
     return draw(_HEAD_BINARY)
 

@@ -79,15 +79,22 @@ class Payload:
             raise ScriptError(f"bad payload {dict(obj)!r}: {exc}") from exc
 
 
+#: Bulk bytes carry none of the bytes that text and C-string servers treat specially (NUL, LF, CR):
+#: those come in payload heads, drawn so that the shrinker cuts a failure down to them. A CR LF
+#: that bulk held by chance would make a byte-dependent bug's reproducer kilobytes of bulk that
+#: cannot shrink, where a head shrinks to the two bytes that matter.
+_BULK = bytes.maketrans(b"\x00\n\r", b"\x01\x0b\x0e")
+
+
 def pattern_bytes(size: int, seed: int, conn: int) -> bytes:
-    """Deterministic, connection-specific, incompressible bytes.
+    """Deterministic, connection-specific, incompressible bytes (with no NUL, LF or CR).
 
     A string seed is hashed with SHA-512 by :class:`random.Random`, so the
     stream is the same in every process and run; it never repeats within a
     script, so a run of a few dozen bytes found in the wrong place tells
     where it came from, and a server that drops or repeats a block is seen.
     """
-    return random.Random(f"epoll-harness:{seed}:{conn}").randbytes(size)
+    return random.Random(f"epoll-harness:{seed}:{conn}").randbytes(size).translate(_BULK)
 
 
 FLOOD_BLOCK = 1 << 20
@@ -108,9 +115,8 @@ class FloodBytes:
 
     def _load(self, index: int) -> bytes:
         if index != self._index:
-            self._block = random.Random(f"epoll-harness:flood:{self._seed}:{self._conn}:{index}").randbytes(
-                FLOOD_BLOCK
-            )
+            stream = random.Random(f"epoll-harness:flood:{self._seed}:{self._conn}:{index}")
+            self._block = stream.randbytes(FLOOD_BLOCK).translate(_BULK)
             self._index = index
         return self._block
 

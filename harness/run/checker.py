@@ -38,6 +38,7 @@ from harness.model.properties import (
 )
 from harness.model.script import Script
 from harness.model.transcript import AcceptQueue, Transcript
+from harness.model.wording import plural
 from harness.run import cleanup, memory
 
 PROBE_MESSAGE = b"epoll-harness probe\n"
@@ -248,7 +249,7 @@ class Checker:
                     Violation(
                         IDLE_CPU,
                         f"the server used {busy:.0%} of a CPU over {self.limits.idle_window:.2f} s with "
-                        f"{open_count} idle connection(s) open and nothing to send (a busy loop)",
+                        f"{plural(open_count, 'idle connection')} open and nothing to send (a busy loop)",
                     )
                 )
 

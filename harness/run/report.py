@@ -8,6 +8,7 @@ runs it. ``report.json`` records the whole run, per property.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from typing import Any
 
 from harness import __version__
 from harness.model.errors import ScriptError, UsageError
-from harness.model.limits import Limits
+from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.properties import PROPERTIES
 from harness.model.scenario import Scenario
 from harness.model.script import Script
@@ -55,35 +56,118 @@ class Reproducer:
             "scenario": self.scenario.to_json() if self.scenario is not None else None,
         }
 
+    @property
+    def name(self) -> str:
+        """The file name: one per distinct finding, the same every time it is found again.
+
+        ``repro-<property>-<hash>.json``, the hash being of what the reproducer
+        replays (its script or scenario) and its level: a later run that finds
+        another script adds a file instead of overwriting an earlier finding.
+        """
+        replayed = {
+            "script": self.script.to_json() if self.script is not None else None,
+            "scenario": self.scenario.to_json() if self.scenario is not None else None,
+            "level": self.level,
+        }
+        digest = hashlib.sha256(json.dumps(replayed, sort_keys=True).encode()).hexdigest()[:10]
+        return f"repro-{self.property_name}-{digest}.json"
+
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"repro-{self.property_name}.json"
+        path = directory / self.name
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Reproducer:
+        """Read and check a reproducer. UsageError: it cannot be read; ScriptError: it is not valid."""
+        where = repr(os.fspath(path))
         try:
-            obj = json.loads(Path(path).read_text())
+            data = Path(path).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read the reproducer {os.fspath(path)!r}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise ScriptError(f"{os.fspath(path)!r} is not JSON: {exc}") from exc
-        if not isinstance(obj, dict) or obj.get("format") != REPRO_FORMAT:
+            raise UsageError(f"cannot read the reproducer {where}: {exc.strerror}") from exc
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ScriptError(
-                f"{os.fspath(path)!r} is not an epoll-harness reproducer (format {REPRO_FORMAT})"
-            )
-        known = set(Limits.__dataclass_fields__)
-        limits = Limits(**{k: v for k, v in (obj.get("limits") or {}).items() if k in known})
+                f"{where} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}), so not a "
+                "reproducer written by epoll-harness; give a repro-*.json file from its artifacts directory"
+            ) from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScriptError(f"{where} is not JSON: {exc}") from None
+        if not isinstance(obj, dict) or obj.get("format") != REPRO_FORMAT:
+            raise ScriptError(f"{where} is not an epoll-harness reproducer (format {REPRO_FORMAT})")
+        return cls._from_json(obj, where)
+
+    @classmethod
+    def _from_json(cls, obj: dict[str, Any], where: str) -> Reproducer:
+        def bad(what: str) -> ScriptError:
+            return ScriptError(f"{where} is not a valid reproducer: {what}")
+
+        name = obj.get("property")
+        if not isinstance(name, str):
+            raise bad(f"'property' must name a property, not {name!r}")
+        if name not in PROPERTIES:
+            raise bad(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}")
+        for key, types in (("message", str), ("server_command", str), ("seed", int), ("level", str)):
+            value = obj.get(key)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise bad(f"{key!r} must be a {types.__name__} or null, not {value!r}")
+        level = obj.get("level") or FAIL
+        if level not in (FAIL, NON_STRICT):
+            raise bad(f"'level' must be {FAIL!r} or {NON_STRICT!r}, not {level!r}")
+        also = obj.get("also_violated") or []
+        if not isinstance(also, list) or not all(isinstance(a, str) for a in also):
+            raise bad(f"'also_violated' must be a list of property names, not {also!r}")
+        raw_limits = obj.get("limits") or {}
+        if not isinstance(raw_limits, dict):
+            raise bad(f"'limits' must be an object, not {raw_limits!r}")
+        fields = Limits.__dataclass_fields__
+        for key, value in raw_limits.items():
+            if key not in fields:
+                continue  # a limit of another version of the harness
+            integral = isinstance(getattr(DEFAULT_LIMITS, key), int)
+            kind = int if integral else int | float
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise bad(f"limit {key!r} must be a {'whole ' if integral else ''}number, not {value!r}")
+        try:
+            limits = Limits(**{k: v for k, v in raw_limits.items() if k in fields})
+        except UsageError as exc:
+            raise bad(str(exc)) from None
+        script = scenario = None
+        raw_script, raw_scenario = obj.get("script"), obj.get("scenario")
+        if raw_script is not None:
+            if not isinstance(raw_script, dict):
+                raise bad(f"'script' must be an object with 'version' and 'steps', not {raw_script!r}")
+            try:
+                script = Script.from_json(raw_script)
+            except ScriptError as exc:
+                raise bad(f"its script: {exc}") from None
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise bad(f"its script is malformed ({type(exc).__name__}: {exc})") from None
+        if raw_scenario is not None:
+            if not isinstance(raw_scenario, dict):
+                raise bad(f"'scenario' must be an object, not {raw_scenario!r}")
+            try:
+                scenario = Scenario.from_json(raw_scenario)
+            except ScriptError as exc:
+                raise bad(f"its scenario: {exc}") from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise bad(f"its scenario is malformed ({type(exc).__name__}: {exc})") from None
+        if (script is None) == (scenario is None):
+            raise bad("it needs either a 'script' or a 'scenario'")
         return cls(
-            property_name=obj["property"],
-            message=obj.get("message", ""),
+            property_name=name,
+            message=obj.get("message") or "",
             server_command=obj.get("server_command"),
             seed=obj.get("seed"),
             limits=limits,
-            script=Script.from_json(obj["script"]) if obj.get("script") else None,
-            scenario=Scenario.from_json(obj["scenario"]) if obj.get("scenario") else None,
-            also=tuple(obj.get("also_violated", ())),
+            script=script,
+            scenario=scenario,
+            also=tuple(also),
+            level=level,
         )
 
 

@@ -14,17 +14,21 @@ yet, the ones that have being ignored in its verdicts. A server whose easy
 bug (say, a leaked fd on close) is found first is still searched for its
 harder one (no EOF after a half-close).
 
-Budgets: ``time_budget`` is the wall-clock time of the search and of its
-shrinking together: no example starts past it. ``max_examples`` bounds the
-search too. Shrinking the bugs a round found gets at most ``shrink_budget``
-seconds from the round's first find, within the time budget; past that the
-smallest failing script found so far is reported as it is, and the next
-round starts. ``until_found`` ends the search early, once each of its
-properties has been violated. Then each reproducer is replayed ``confirm``
-times (a few seconds each at most) to confirm it: the report says
-``confirmed 3/3``, and a violation that never replays is reported apart, as
-unconfirmed. With a ``seed`` no example database is used, so the same seed
-and ``max_examples`` draw the same scripts on every run.
+Budgets, in wall-clock time: ``time_budget`` for the search (no new
+example is drawn past it; ``max_examples`` bounds it too), then at most
+``shrink_budget`` more to make what it found small and confirm it, so a run
+ends within ``time_budget + shrink_budget`` (plus the fd-exhaustion scenario,
+a few seconds). Hypothesis's shrinking of the bugs a round found gets half
+of ``shrink_budget`` from the round's first find; past that the smallest
+failing script found so far is kept, and the next round starts.
+``until_found`` ends the search early, once each of its properties has been
+violated. After the search, each failing script is cut down further by the
+reducer (:mod:`harness.run.reduce`: whole connections, steps, then sizes)
+in the rest of the shrink budget, then replayed ``confirm`` times: the
+report says ``confirmed 3/3``, and a violation that never replays is
+reported apart, as unconfirmed. With a ``seed`` no example database is
+used, so the same seed and ``max_examples`` draw the same scripts on every
+run.
 
 Non-strict findings (legal but impolite: a slow accept queue, a server that
 drops a client that does not read) are recorded with the first script that
@@ -57,14 +61,17 @@ from harness.model.properties import (
     CLEANUP,
     GRACEFUL_FIN,
     IDLE_CPU,
+    PRIORITY,
     SURVIVES,
     Violation,
     exercised,
     primary,
 )
+from harness.model.reduction import renumbered
 from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.run.checker import Checker, Outcome
+from harness.run.reduce import reduce, still_fails
 from harness.run.report import NON_STRICT, Reproducer, RunReport, ViolationRecord
 from harness.run.scenarios import run_scenario
 from harness.run.verdict import enforce
@@ -73,6 +80,7 @@ DEFAULT_MAX_EXAMPLES = 200
 DEFAULT_TIME_BUDGET = 60.0
 DEFAULT_SHRINK_BUDGET = 60.0
 DEFAULT_CONFIRM = 3
+CONFIRM_RESERVE = 2.0  # seconds kept per failure for its confirming replays when the reducer runs
 DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
 PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
 
@@ -138,6 +146,7 @@ class _Failure:
     violation: Violation
     all_violations: list[Violation]
     found_after: float
+    found: Script | None = None  # the script the search found, when the reducer cut it down
 
 
 @dataclass
@@ -184,17 +193,23 @@ def run_check(
     strategy: st.SearchStrategy[Script] | None = None,
     progress: Progress | None = None,
     stop: StopSignal | None = None,
+    checker: Checker | None = None,
 ) -> RunReport:
-    """Run every property against the configured server; never leaves a server running."""
+    """Run every property against the configured server; never leaves a server running.
+
+    ``checker``: the one to search with, built by the caller for the configured server
+    (the entry points' judges only the selected properties); by default one is built here.
+    """
     report = RunReport(config.described_server, config.seed)
     if config.capture_dir is None:
         report.properties[GRACEFUL_FIN].skipped = "judged on captured packets: use --capture always"
     if config.attach is not None:
-        checker = Checker(address=config.attach, pid=config.pid, limits=config.limits)
+        if checker is None:
+            checker = Checker(address=config.attach, pid=config.pid, limits=config.limits)
         if config.pid is None:
             for name in PROCESS_PROPERTIES:
                 report.properties[name].skipped = "needs --pid to observe the server process"
-    else:
+    elif checker is None:
         assert config.server_command is not None
         checker = Checker(
             ServerProcess(config.server_command), limits=config.limits, capture_dir=config.capture_dir
@@ -212,6 +227,7 @@ def run_check(
         chosen = strategy if strategy is not None else default_strategy()
         _run_hypothesis(config, checker, chosen, report, state, progress, stop)
         if stop is None or stop.signal is None:
+            _reduce(config, checker, state, stop)
             _confirm(config, checker, state, stop)
     finally:
         checker.stop()
@@ -238,7 +254,9 @@ def _run_hypothesis(
     stop: StopSignal | None,
 ) -> None:
     deadline = [state.started + config.time_budget]  # moved earlier once until_found is satisfied
-    last = state.started + config.time_budget + config.shrink_budget  # nothing runs past this
+    # Hypothesis shrinks in the first half of the shrink budget; the reducer and the confirming
+    # replays have the second (see _reduce): no example of the search starts past this.
+    last = state.started + config.time_budget + config.shrink_budget / 2
     # A property with a reproducer already (from the scenario) is not searched for again.
     before = frozenset(name for name, stats in report.properties.items() if stats.violations)
     for round_ in itertools.count():
@@ -298,7 +316,7 @@ def _search_round(
             kept = state.failures.get(worst.property_name)
             if kept is None or _size(script) < _size(kept.script):
                 state.failures[worst.property_name] = _Failure(script, worst, outcome.violations, elapsed)
-            round_end[0] = min(round_end[0], now + config.shrink_budget)
+            round_end[0] = min(round_end[0], now + config.shrink_budget / 2)
             found[0] = True
         state.seen.update(v.property_name for v in outcome.violations)
         if config.until_found and config.until_found <= state.seen:
@@ -365,19 +383,66 @@ def _count(report: RunReport, outcome: Outcome) -> None:
             stats.seconds += outcome.seconds
 
 
+def _reduce(config: CheckConfig, checker: Checker, state: _RunState, stop: StopSignal | None) -> None:
+    """Cut each failing script down (see :mod:`harness.run.reduce`), sharing what is left of the budget."""
+    last = state.started + config.time_budget + config.shrink_budget
+    names = sorted(state.failures, key=PRIORITY.index)
+    for done, name in enumerate(names):
+        if stop is not None and stop.signal is not None:
+            return
+        # Each failure gets an equal share of the time left, keeping a margin for the confirmations.
+        left = last - time.monotonic() - CONFIRM_RESERVE * len(names)
+        if left <= 0:
+            return
+        deadline = time.monotonic() + left / (len(names) - done)
+        failure = state.failures[name]
+        smaller = renumbered(reduce(failure.script, still_fails(checker, name), deadline))
+        if _size(smaller) < _size(failure.script):
+            state.failures[name] = dataclasses.replace(failure, script=smaller, found=failure.script)
+
+
 def _confirm(config: CheckConfig, checker: Checker, state: _RunState, stop: StopSignal | None) -> None:
-    """Replay each failure's script ``config.confirm`` times; count the replays that violate it again."""
-    for name, failure in state.failures.items():
-        failed = 0
-        for _ in range(config.confirm):
-            if stop is not None and stop.signal is not None:
-                return
-            try:
-                outcome = checker.check(failure.script)
-            except ServerStartError:
-                break  # the server no longer starts: the replays so far stand
-            failed += any(v.property_name == name for v in outcome.violations)
-        state.confirmations[name] = failed
+    """Replay each failure's script ``config.confirm`` times; count the replays that violate it again.
+
+    When the reducer's script never fails again, the search's own script is
+    replayed too, and whichever replays more often is the reproducer.
+    """
+    for name in list(state.failures):
+        failure = state.failures[name]
+        scripts = [failure.script]
+        if failure.found is not None and failure.found != failure.script:
+            scripts.append(failure.found)
+        for script in scripts:
+            failed, first = _replays(config, checker, script, name, stop)
+            if first is not None:
+                # The reproducer's message is what its own replay shows (the reducer may have cut
+                # the script the search's message was about).
+                state.failures[name] = dataclasses.replace(
+                    failure, script=script, violation=first[0], all_violations=first[1]
+                )
+            state.confirmations[name] = failed
+            if failed:
+                break
+
+
+def _replays(
+    config: CheckConfig, checker: Checker, script: Script, name: str, stop: StopSignal | None
+) -> tuple[int, tuple[Violation, list[Violation]] | None]:
+    """How many of ``config.confirm`` replays violate ``name``; the first such violation, and all of its."""
+    failed = 0
+    first = None
+    for _ in range(config.confirm):
+        if stop is not None and stop.signal is not None:
+            break
+        try:
+            outcome = checker.check(script)
+        except ServerStartError:
+            break  # the server no longer starts: the replays so far stand
+        again = [v for v in outcome.violations if v.property_name == name]
+        if again and first is None:
+            first = (again[0], outcome.violations)
+        failed += bool(again)
+    return failed, first
 
 
 def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -> None:
@@ -460,9 +525,13 @@ def _run_scenarios(config: CheckConfig, report: RunReport) -> None:
     stats = report.properties[ACCEPT_ROBUST]
     stats.examples += 1
     stats.seconds += time.monotonic() - started
-    if violation is not None and not stats.violations:
+    if violation is None:
+        return
+    # Usually accept-robust's; cleanup's when the server kept the descriptors it ran out of.
+    stats = report.properties[violation.property_name]
+    if not stats.violations:
         repro = Reproducer(
-            ACCEPT_ROBUST,
+            violation.property_name,
             violation.describe(),
             config.server_command,
             config.seed,
@@ -470,7 +539,7 @@ def _run_scenarios(config: CheckConfig, report: RunReport) -> None:
             scenario=scenario,
         )
         path = repro.save(config.artifacts)
-        stats.violations.append(ViolationRecord(ACCEPT_ROBUST, violation.describe(), str(path)))
+        stats.violations.append(ViolationRecord(violation.property_name, violation.describe(), str(path)))
 
 
 def replay(repro: Reproducer, server_command: str | None, limits: Limits | None = None) -> list[Violation]:

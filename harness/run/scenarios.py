@@ -22,12 +22,14 @@ from harness.drive.observe import ServerObserver
 from harness.drive.process import ServerProcess
 from harness.model.errors import ServerDiedError
 from harness.model.limits import Limits
-from harness.model.properties import ACCEPT_ROBUST, Violation
+from harness.model.properties import ACCEPT_ROBUST, CLEANUP, Violation
 from harness.model.scenario import Scenario
 from harness.run.checker import Checker
 
 RECOVERY_TIMEOUT = 10.0
-ACCEPT_SETTLE = 0.25  # the fd count unchanged this long: the server accepts no more
+ACCEPT_SETTLE = 1.0  # the fd count unchanged this long at the limit: the server tried its last accept()
+RETRY_SETTLE = 2.5  # ... or this long anywhere (past the kernel's first handshake retry, at 1 s)
+AT_LIMIT = 2  # "at the limit": this close to RLIMIT_NOFILE (a descriptor or two may be spare)
 
 
 def run_scenario(command: str, scenario: Scenario, limits: Limits) -> Violation | None:
@@ -61,7 +63,7 @@ def run_scenario(command: str, scenario: Scenario, limits: Limits) -> Violation 
                         time.sleep(0.001)
                 with contextlib.suppress(OSError):
                     sock.send(b"x")
-            _until_accepts_stop(server, observer, limits)  # let the server run into EMFILE
+            _until_accepts_stop(server, observer, scenario.nofile, limits)  # let it run into EMFILE
             try:
                 server.ensure_alive()
             except ServerDiedError as exc:
@@ -85,25 +87,47 @@ def run_scenario(command: str, scenario: Scenario, limits: Limits) -> Violation 
             time.sleep(0.1)
             problem = checker.probe()
         if problem is not None:
-            state = "died" if not server.alive else "is alive"
+            when = (
+                f"after fd exhaustion (RLIMIT_NOFILE={scenario.nofile}, {scenario.connections} clients) "
+                "and every client closed"
+            )
+            if not server.alive:
+                return Violation(ACCEPT_ROBUST, f"{when}, the server died: {server.last_words()}")
+            held = observer.fd_count()
+            if held >= scenario.nofile - AT_LIMIT:
+                # Every client is gone and the server still sits at its limit: descriptors it never
+                # gave back, and no accept() can succeed. That is cleanup's finding, not accept's.
+                return Violation(
+                    CLEANUP,
+                    f"{when}, the server still holds {held} fds (RLIMIT_NOFILE {scenario.nofile}), so it "
+                    f"cannot accept again: a new connection failed for {RECOVERY_TIMEOUT:.0f} s",
+                )
             return Violation(
                 ACCEPT_ROBUST,
-                f"after fd exhaustion (RLIMIT_NOFILE={scenario.nofile}, {scenario.connections} clients) "
-                f"and every client closed, the server {state} but a new connection failed for "
-                f"{RECOVERY_TIMEOUT:.0f} s: {problem}",
+                f"{when}, the server is alive but a new connection failed for {RECOVERY_TIMEOUT:.0f} s: "
+                f"{problem}",
             )
     return None
 
 
-def _until_accepts_stop(server: ServerProcess, observer: ServerObserver, limits: Limits) -> None:
-    """Wait while the server is still accepting the clients (its fd count grows), up to connect_timeout.
+def _until_accepts_stop(server: ServerProcess, observer: ServerObserver, nofile: int, limits: Limits) -> None:
+    """Wait while the server still takes the clients in, up to ``2 * connect_timeout``.
 
     A slow server (one that prints lines per event) takes seconds to reach its
-    fd limit; measuring its CPU before would call its honest work a spin.
+    fd limit, and with a small listen backlog (the seed's is 10) most
+    handshakes wait for a retry (the kernel drops them while the queue is
+    full, then resends 1 s, 3 s later): measuring before would call honest
+    work a spin and miss the crash EMFILE causes. So the wait ends once the fd
+    count sits at the limit for ACCEPT_SETTLE, or anywhere for RETRY_SETTLE
+    (longer than the first retry: a server that caps its connections below
+    the limit), or the server dies.
     """
-    deadline = time.monotonic() + limits.connect_timeout
+    deadline = time.monotonic() + 2 * limits.connect_timeout
     count, changed = observer.fd_count(), time.monotonic()
-    while server.alive and time.monotonic() < deadline and time.monotonic() - changed < ACCEPT_SETTLE:
+    while server.alive and time.monotonic() < deadline:
+        still = time.monotonic() - changed
+        if still >= RETRY_SETTLE or (still >= ACCEPT_SETTLE and count >= nofile - AT_LIMIT):
+            return
         time.sleep(ACCEPT_SETTLE / 4)
         now = observer.fd_count()
         if now != count:

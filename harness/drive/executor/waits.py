@@ -102,7 +102,8 @@ class Waits(Connections):
         """
         flooded = [c.conn for c in self.clients.values() if c is not client and c.flooded and not c.closed]
         if flooded:
-            return f"connection(s) {flooded} had a flood unread"
+            names = ", ".join(str(conn) for conn in flooded)
+            return f"{'connection' if len(flooded) == 1 else 'connections'} {names} had a flood unread"
         return self.watch.blocked_on(self, client) if self.watch is not None else None
 
     def _hopeless_wait(self) -> HopelessWait:
