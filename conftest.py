@@ -1,24 +1,18 @@
-"""Hypothesis profiles for the whole project; choose one with --hypothesis-profile.
+"""This repository's own test suite: the plugin (harness/pytest_plugin.py) brings the rest.
 
-* ``ci`` (the default): what ``pytest -n auto`` runs; the whole suite stays
-  well under ten minutes on two cores.
-* ``dev``: a quick look while editing.
-* ``fuzz``: a long campaign; run it on its own, e.g.
-  ``pytest --hypothesis-profile fuzz --pyargs harness.suite --server-cmd CMD``.
-
-Examples that fail are kept in ``.hypothesis/`` and replayed first next time.
-No deadline: a script's duration is the server's business and its stalls are
-judged by the harness's own deadlines.
+The Hypothesis profiles (``ci`` by default, ``dev``, ``fuzz``) come from the
+plugin, as for any project that installs epoll-harness. Here the property
+suite (tests/test_property_suite.py) runs on the host's loopback, not in the
+network lab: a pytest worker that enters the lab stays there for the rest of
+the session, and this suite's other tests in that worker expect the host's
+network (its buffer sizes, its namespace). ``--harness-netns`` overrides it.
 """
 
-from hypothesis import HealthCheck, settings
+from __future__ import annotations
 
-_common = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-    "print_blob": True,
-}
-settings.register_profile("ci", max_examples=60, **_common)
-settings.register_profile("dev", max_examples=15, **_common)
-settings.register_profile("fuzz", max_examples=5000, **_common)
-settings.load_profile("ci")
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("epoll_harness_netns") is None:
+        config.option.epoll_harness_netns = False

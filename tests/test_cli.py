@@ -121,11 +121,15 @@ def test_check_fails_against_the_seed_server_and_the_reproducer_replays(tmp_path
         SEED,
         "--seed",
         "1",
-        "--shrink-budget",
-        "20",
         "--report",
         str(report_path),
         *QUICK,
+        "--time-budget",
+        "10",
+        "--shrink-budget",
+        "10",
+        "--capture",
+        "never",
         cwd=tmp_path,
     )
     assert result.returncode == 1, result.stdout + result.stderr
