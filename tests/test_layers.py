@@ -110,7 +110,7 @@ def test_no_circle_of_imports() -> None:
         path.append(node)
         for nxt in sorted(GRAPH[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (circle := visit(nxt)):
                 return circle
         state[node] = 2
