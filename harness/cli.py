@@ -296,6 +296,7 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
         scenarios=not ns.no_scenarios and owned and "accept-robust" not in leave_out,
         capture_dir=capture_dir,
         until_found=ns.until_found,
+        confirm=value(BY_NAME["confirm"]),
     )
     bound = f"{time_budget:g} s" + (f" or {max_examples} scripts" if max_examples != UNBOUNDED else "")
     if lines is not None:

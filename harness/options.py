@@ -28,6 +28,7 @@ from harness.model.limits import DEFAULT_LIMITS, MIB, Limits
 from harness.model.properties import PROPERTIES
 from harness.run.runner import (
     DEFAULT_ARTIFACTS,
+    DEFAULT_CONFIRM,
     DEFAULT_MAX_EXAMPLES,
     DEFAULT_SHRINK_BUDGET,
     DEFAULT_TIME_BUDGET,
@@ -50,6 +51,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def replay_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of replays (0 or more), not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of replays (0 or more), not {value}")
     return value
 
 
@@ -220,6 +231,16 @@ OPTIONS: tuple[Option, ...] = (
         seconds,
         None,
         "SECONDS",
+    ),
+    Option(
+        "confirm",
+        "replays of each shrunk reproducer that confirm it before it fails the run; one that never\n"
+        "replays is reported as unconfirmed (exit 0). 0: no replays, every violation fails",
+        SEARCH,
+        replay_count,
+        DEFAULT_CONFIRM,
+        "K",
+        faces=frozenset({CLI}),
     ),
     Option("shrink-budget", "extra seconds to shrink a violation", SEARCH, seconds, DEFAULT_SHRINK_BUDGET,
            "SECONDS"),

@@ -7,7 +7,8 @@ exit 3), ignores-sigterm (an echo server that ignores SIGTERM), floods-stdout
 (an echo server that prints without pause), forking (an echo server that
 forks a child per connection, like socat's fork option), timer-echo (a correct
 epoll echo server that acts on each event only TIMER_DELAY later, woken by its
-epoll_wait timeout: slow, never stuck).
+epoll_wait timeout: slow, never stuck), swallows (echoes its first connection, then
+accepts and reads everything, echoes nothing, and sleeps in epoll_wait with no timeout).
 """
 
 from __future__ import annotations
@@ -74,6 +75,25 @@ def threaded_echo(sock: socket.socket) -> None:
         threading.Thread(target=echo_forever, args=(conn,), daemon=True).start()
 
 
+def swallow(sock: socket.socket) -> None:
+    """Echo the first connection (a harness's warm-up), then read everything and echo nothing."""
+    first, _ = sock.accept()
+    echo_forever(first)
+    ep = select.epoll()
+    ep.register(sock.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    while True:
+        for fd, _ in ep.poll():
+            if fd == sock.fileno():
+                conn, _ = sock.accept()
+                conn.setblocking(False)
+                conns[conn.fileno()] = conn
+                ep.register(conn.fileno(), select.EPOLLIN)
+            elif not conns[fd].recv(65536):
+                ep.unregister(fd)
+                conns.pop(fd).close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind")
@@ -95,6 +115,8 @@ def main() -> None:
             sys.stdout.write(line)
     elif args.kind == "timer-echo":
         timer_echo(listen(args.port))
+    elif args.kind == "swallows":
+        swallow(listen(args.port))
     elif args.kind == "forking":
         sock = listen(args.port)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
