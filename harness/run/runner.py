@@ -405,8 +405,11 @@ def _confirm(config: CheckConfig, checker: Checker, state: _RunState, stop: Stop
     """Replay each failure's script ``config.confirm`` times; count the replays that violate it again.
 
     When the reducer's script never fails again, the search's own script is
-    replayed too, and whichever replays more often is the reproducer.
+    replayed too, and whichever replays more often is the reproducer. With
+    ``confirm`` 0 nothing is replayed and every violation stands as found.
     """
+    if not config.confirm:
+        return
     for name in list(state.failures):
         failure = state.failures[name]
         scripts = [failure.script]
