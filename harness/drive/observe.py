@@ -45,13 +45,6 @@ TREE_TTL = 0.1
 
 
 @dataclass(frozen=True)
-class SocketInfo:
-    status: str
-    local: str
-    remote: str
-
-
-@dataclass(frozen=True)
 class Usage:
     cpu_seconds: float
     rss: int
@@ -110,14 +103,6 @@ class ServerObserver:
             except psutil.Error:
                 continue
         return Usage(cpu, rss, fds)
-
-    def rss(self) -> int:
-        total = 0
-        for proc in self.tree():
-            stat = _stat(proc.pid)
-            if stat is not None:
-                total += stat.rss
-        return total
 
     def memory(self) -> int:
         """Memory the tree owns: PSS summed over its processes (``/proc/PID/smaps_rollup``).
@@ -194,22 +179,6 @@ class ServerObserver:
             if row.state == _LISTEN and row.local_port == server_port:
                 return AcceptQueue(row.receive_queue, limit)
         return None
-
-    def sockets(self) -> list[SocketInfo]:
-        found = []
-        for proc in self.tree():
-            try:
-                conns = proc.net_connections(kind="tcp")
-            except psutil.Error:
-                continue
-            for c in conns:
-                local = f"{c.laddr.ip}:{c.laddr.port}" if c.laddr else "-"
-                remote = f"{c.raddr.ip}:{c.raddr.port}" if c.raddr else "-"
-                found.append(SocketInfo(c.status, local, remote))
-        return found
-
-    def socket_states(self) -> Counter[str]:
-        return Counter(s.status for s in self.sockets())
 
     def wait_fds(self, baseline: int, timeout: float, server_port: int | None = None) -> int:
         """Poll until the fd count is back to ``baseline``; the last count seen.
@@ -320,10 +289,6 @@ class Descriptors:
 
     sockets: set[int] = field(default_factory=set)
     others: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def count(self) -> int:
-        return len(self.sockets) + sum(self.others.values())
 
     def describe_others(self) -> str:
         return ", ".join(f"{n} x {kind}" for kind, n in self.others.most_common(4)) or "none"
