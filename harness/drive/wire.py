@@ -14,6 +14,12 @@ Judgement (``graceful-fin``), pure over a list of packets:
 * after both sides sent FIN (a graceful close) no RST may follow from either;
 * an RST from the server is fine only after the client reset first.
 
+A capture that lost packets cannot be judged: a missing forged RST or a
+missing stretch of a flow turns a correct close into an apparent reset. The
+socket drops nothing the kernel filter does not refuse (a filter on the
+server's port, a 32 MiB queue), counts what it did drop (PACKET_STATISTICS),
+and a flow whose sequence numbers jump is left out.
+
 Evidence: a client that advertises a zero window while the server has data
 to send shows that backpressure really happened on the wire.
 """
@@ -32,6 +38,7 @@ from harness.model.properties import GRACEFUL_FIN, Violation
 # server for an RST that the harness itself put on the wire.
 FORGED_IP_ID = 0xE9A1
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+CAPTURE_INCOMPLETE = "the capture lost packets: graceful-fin was not judged on that script"
 ZERO_WINDOW_EVIDENCE = "client advertised a zero window while the server had data to send"
 
 
@@ -87,11 +94,14 @@ def segments_of(packets: Iterable[Any], server_port: int) -> list[Segment]:
 def judge_graceful_fin(
     segments: list[Segment], ignore_ports: frozenset[int] = frozenset()
 ) -> list[Violation]:
-    """graceful-fin on each flow whose handshake was captured, the harness's own probes left out.
+    """graceful-fin on each flow captured whole, the harness's own probes left out.
 
     A flow whose first segment is not the client's SYN began before the
     capture (a leftover of an earlier script): what it shows is out of
-    context, and judging it blamed servers for resets they owed nobody.
+    context, and judging it blamed servers for resets they owed nobody. A
+    flow with a hole in its sequence numbers lost packets in the capture;
+    judged, it blamed correct servers for the RST that answered a FIN after
+    a forged reset the capture had missed.
     """
     flows: dict[int, _Flow] = {}
     for seg in segments:
@@ -100,6 +110,8 @@ def judge_graceful_fin(
     for port, flow in flows.items():
         first = flow.segments[0]
         if port in ignore_ports or first.from_server or not first.flags & SYN or first.flags & ACK:
+            continue
+        if has_hole(flow.segments):
             continue
         problem = _judge_flow(flow.segments)
         if problem is not None:
@@ -140,6 +152,32 @@ def _judge_flow(segments: list[Segment]) -> str | None:
     return None
 
 
+def has_hole(segments: list[Segment]) -> bool:
+    """Does a flow's data skip sequence numbers that no captured segment carried?
+
+    Each side's next sequence number starts after its SYN; a segment that
+    begins beyond it (modulo 2**32) means segments were lost by the capture
+    (on loopback nothing is lost on the wire itself).
+    """
+    expected: dict[bool, int] = {}
+    for seg in segments:
+        if seg.forged:
+            continue
+        side = seg.from_server
+        if seg.flags & SYN:
+            expected[side] = (seg.seq + 1) & 0xFFFFFFFF
+            continue
+        if side not in expected:
+            continue
+        ahead = (seg.seq - expected[side]) & 0xFFFFFFFF
+        if 0 < ahead < 1 << 31:
+            return True
+        end = (seg.seq + seg.length + (1 if seg.flags & FIN else 0)) & 0xFFFFFFFF
+        if 0 < (end - expected[side]) & 0xFFFFFFFF < 1 << 31:
+            expected[side] = end
+    return False
+
+
 def zero_window_seen(segments: list[Segment]) -> bool:
     """Did the client advertise a zero window while the server still had unacknowledged data?"""
     server_next: dict[int, int] = {}
@@ -174,14 +212,12 @@ class Capture:
 
         self.server_port = server_port
         self._socket = L2Socket(iface=iface)
-        self._sniffer = AsyncSniffer(opened_socket=self._socket, store=True, lfilter=self._wanted)
+        _steady(self._socket.ins, server_port)
+        self.dropped = 0  # packets the kernel had to drop: the capture is incomplete
+        # The kernel filter keeps the port's segments alone: no filter in Python.
+        self._sniffer = AsyncSniffer(opened_socket=self._socket, store=True)
         self._lock = threading.Lock()
         self.packets: list[Any] = []
-
-    def _wanted(self, pkt: Any) -> bool:
-        from scapy.layers.inet import TCP
-
-        return TCP in pkt and self.server_port in (pkt[TCP].sport, pkt[TCP].dport)
 
     def __enter__(self) -> Capture:
         self._sniffer.start()
@@ -195,6 +231,7 @@ class Capture:
             # Let the last segments of the run reach the socket's queue.
             self._sniffer.stop(join=True)
         self.packets = list(self._sniffer.results or [])
+        self.dropped += _drops(self._socket.ins)
         self._socket.close()
         return self.packets
 
@@ -207,6 +244,86 @@ class Capture:
         path.parent.mkdir(parents=True, exist_ok=True)
         wrpcap(str(path), self.packets)
         return path
+
+
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
+CAPTURE_QUEUE = 32 << 20  # bytes the socket may queue while the sniffer thread catches up
+
+
+def _port_filter(port: int) -> bytes:
+    """A classic BPF program: IPv4 or IPv6 TCP segments to or from ``port``, whole.
+
+    Run by the kernel, it spares the sniffer thread every other packet on the
+    interface (the harness's own probes to other ports, other servers), so the
+    queue holds only what the judgement reads. Frames on ``lo`` are Ethernet
+    frames; IPv6 is matched without extension headers (loopback TCP has none).
+    """
+    import struct
+
+    ld_h, ld_b, ldx_ip_len, ld_h_after_ip = 0x28, 0x30, 0xB1, 0x48
+    jeq, jset, ret = 0x15, 0x45, 0x06
+    # (opcode, operand, label if true, label if false); None: the next instruction
+    code: list[tuple[int, int, str | None, str | None]] = [
+        (ld_h, 12, None, None),  # ethertype
+        (jeq, 0x0800, None, "ipv6"),
+        (ld_b, 23, None, None),  # IPv4 protocol
+        (jeq, 6, None, "drop"),
+        (ld_h, 20, None, None),  # fragment offset: a later fragment has no TCP header
+        (jset, 0x1FFF, "drop", None),
+        (ldx_ip_len, 14, None, None),
+        (ld_h_after_ip, 14, None, None),  # source port
+        (jeq, port, "keep", None),
+        (ld_h_after_ip, 16, None, None),  # destination port
+        (jeq, port, "keep", "drop"),
+        (jeq, 0x86DD, None, "drop"),  # "ipv6": the ethertype is still loaded
+        (ld_b, 20, None, None),  # next header
+        (jeq, 6, None, "drop"),
+        (ld_h, 54, None, None),
+        (jeq, port, "keep", None),
+        (ld_h, 56, None, None),
+        (jeq, port, "keep", "drop"),
+        (ret, 0x40000, None, None),  # "keep": the whole packet
+        (ret, 0, None, None),  # "drop"
+    ]
+    labels = {"ipv6": 11, "keep": 18, "drop": 19}
+    program = b""
+    for index, (op, operand, if_true, if_false) in enumerate(code):
+        true_offset = labels[if_true] - index - 1 if if_true else 0
+        false_offset = labels[if_false] - index - 1 if if_false else 0
+        program += struct.pack("HBBI", op, true_offset, false_offset, operand)
+    return program
+
+
+def _steady(sock: Any, port: int) -> None:
+    """Give the capture socket a kernel filter on ``port`` and a deep queue; reset its counters."""
+    import socket as socket_module
+    import struct
+
+    try:
+        sock.setsockopt(socket_module.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_QUEUE)
+    except OSError:
+        sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, CAPTURE_QUEUE)
+    program = _port_filter(port)
+    import ctypes
+
+    buffer = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket_module.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    _drops(sock)
+
+
+def _drops(sock: Any) -> int:
+    """Packets dropped since the last call (reading PACKET_STATISTICS resets them)."""
+    import struct
+
+    try:
+        _, dropped = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except OSError:
+        return 0
+    return int(dropped)
 
 
 # -- faults from the network side ----------------------------------------------

@@ -185,7 +185,13 @@ class Checker:
         The capture covers the script and the probes after it (their closes are
         graceful closes too), and stops before any restart of the server.
         """
-        from harness.drive.wire import ZERO_WINDOW_EVIDENCE, Capture, judge_graceful_fin, zero_window_seen
+        from harness.drive.wire import (
+            CAPTURE_INCOMPLETE,
+            ZERO_WINDOW_EVIDENCE,
+            Capture,
+            judge_graceful_fin,
+            zero_window_seen,
+        )
 
         executor = self.begin(skip)
         capture = Capture(self.address[1])
@@ -197,7 +203,13 @@ class Checker:
         segments = capture.segments()
         if zero_window_seen(segments):
             transcript.evidence.add(ZERO_WINDOW_EVIDENCE)
-        wire = judge_graceful_fin(segments, frozenset(self._probe_ports))
+        if capture.dropped:
+            # A lost forged RST or a lost stretch of a flow reads as a reset by
+            # the server: an incomplete capture is not judged at all.
+            transcript.evidence.add(CAPTURE_INCOMPLETE)
+            wire = []
+        else:
+            wire = judge_graceful_fin(segments, frozenset(self._probe_ports))
         outcome = self._conclude(script, transcript, violations + wire)
         return outcome, len(capture.packets)
 

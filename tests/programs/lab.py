@@ -18,10 +18,12 @@ from harness.drive.executor import Executor
 from harness.drive.netns import choose_network, enter_private_netns, host_setup
 from harness.drive.observe import ServerObserver
 from harness.drive.process import ServerProcess, reference_command
+from harness.drive.wire import Capture, has_hole, segments_of
 from harness.model.limits import DEFAULT_LIMITS
 from harness.model.script import (
     Close,
     Connect,
+    Flood,
     InjectReset,
     Payload,
     Read,
@@ -124,7 +126,96 @@ def injected_reset() -> dict[str, object]:
     }
 
 
+def reset_after_flood(pcap_dir: str) -> dict[str, object]:
+    """Flood, read, forge an RST toward the server, three times: the case a lossy capture misjudged.
+
+    The orphaned client socket closes at the end; the server's kernel, whose
+    socket the forged RST ended, answers that FIN with RST. Seen with the
+    forged RST, that is no fault of the server.
+    """
+    enter_private_netns()
+    script = Script(
+        (Connect(0), Flood(0, 263704, 1), Read(0, chunk=2109699, pace_ms=5), InjectReset(0, "server"))
+    )
+    runs = []
+    for k in range(3):
+        pcap = Path(pcap_dir) / f"reset-{k}.pcap"
+        replayed = replay_with_capture(reference_command("lt"), script, DEFAULT_LIMITS, pcap)
+        from scapy.utils import rdpcap
+
+        segments = segments_of(rdpcap(str(pcap)), _server_port(pcap))
+        ports = {s.client_port for s in segments}
+        runs.append(
+            {
+                "violations": [v.describe() for v in replayed.violations],
+                "packets": replayed.packets,
+                "forged_seen": sum(s.forged for s in segments),
+                "holes": sum(has_hole([s for s in segments if s.client_port == port]) for port in ports),
+            }
+        )
+    return {"runs": runs}
+
+
+def _server_port(pcap: Path) -> int:
+    """The port every captured segment shares: the server's."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    ports = [{p[TCP].sport, p[TCP].dport} for p in rdpcap(str(pcap)) if TCP in p]
+    return set.intersection(*ports).pop()
+
+
+def capture_filter() -> dict[str, object]:
+    """Traffic to two ports under a capture of one: the kernel filter keeps that port's alone."""
+    enter_private_netns()
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    watched, other = (s.getsockname()[1] for s in listeners)
+    with Capture(watched) as capture:
+        for listener in listeners:
+            with socket.create_connection(listener.getsockname()) as client:
+                peer, _ = listener.accept()
+                client.sendall(b"ping")
+                peer.recv(4)
+                peer.close()
+        time.sleep(0.2)
+    from scapy.layers.inet import TCP
+
+    for listener in listeners:
+        listener.close()
+    # Only the kernel filters (no filter in Python): every packet kept is the watched port's.
+    kept = [{p[TCP].sport, p[TCP].dport} if TCP in p else set() for p in capture.packets]
+    return {
+        "packets": len(capture.packets),
+        "dropped": capture.dropped,
+        "all_watched": all(watched in ports for ports in kept),
+        "other_port_seen": any(other in ports for ports in kept),
+    }
+
+
+def capture_drops() -> dict[str, object]:
+    """A capture whose queue overflows counts the packets it lost (and the judgement then abstains)."""
+    enter_private_netns()
+    listener = socket.create_server(("127.0.0.1", 0))
+    capture = Capture(listener.getsockname()[1])
+    # A queue of a few KiB and no sniffer reading it yet: most segments cannot be queued.
+    capture._socket.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()
+    for _ in range(200):
+        client.sendall(b"y" * 1000)
+        peer.recv(65536)
+    client.close()
+    peer.close()
+    listener.close()
+    with capture:
+        time.sleep(0.1)
+    return {"packets": len(capture.packets), "dropped": capture.dropped}
+
+
 EXPERIMENTS = {
+    "reset-after-flood": reset_after_flood,
+    "capture-filter": capture_filter,
+    "capture-drops": capture_drops,
     "buffers": buffers,
     "fallback": fallback,
     "capture": capture,

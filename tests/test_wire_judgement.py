@@ -1,0 +1,89 @@
+"""graceful-fin judges only what the capture really saw.
+
+A capture that lost packets once blamed correct servers (uvloop, asyncio,
+Twisted, socat) for a reset: the forged RST and a stretch of the flow were
+missing, so the server kernel's RST answering the client's last FIN looked
+like the server's own. The pure part (holes in a flow) is tested on plain
+segments; the capture's kernel filter and drop counter on real sockets in a
+namespace of their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.drive.wire import ACK, FIN, RST, SYN, Segment, has_hole, judge_graceful_fin
+from tests.test_network_lab import lab, needs_namespaces
+
+
+def flow(*, lose_data: bool = False, forged: bool | None = None) -> list[Segment]:
+    """A flow the server ends with RST after the client's FIN; the forged RST before it if asked."""
+    c, s = 1000, 5000
+    segments = [
+        Segment(0.0, False, 40000, SYN, c, 0, 64, 0),
+        Segment(0.1, True, 40000, SYN | ACK, s, c + 1, 64, 0),
+        Segment(0.2, False, 40000, ACK, c + 1, s + 1, 64, 0),
+        Segment(0.3, False, 40000, ACK, c + 1, s + 1, 64, 100),
+        Segment(0.4, True, 40000, ACK, s + 1, c + 101, 64, 100),
+        Segment(0.5, False, 40000, ACK, c + 101, s + 101, 64, 300),
+    ]
+    if lose_data:
+        del segments[4]  # the server's 100 bytes never reached the capture
+    if forged:
+        segments.append(Segment(0.55, False, 40000, RST, c + 401, 0, 0, 0, forged=True))
+    segments += [
+        Segment(0.6, False, 40000, FIN | ACK, c + 401, s + 101 if not lose_data else s + 201, 64, 0),
+        Segment(0.7, True, 40000, RST, s + 101 if not lose_data else s + 201, 0, 0, 0),
+    ]
+    return segments
+
+
+def test_a_complete_flow_without_the_forged_rst_is_judged_a_reset() -> None:
+    assert not has_hole(flow())
+    found = judge_graceful_fin(flow())
+    assert [v.property_name for v in found] == ["graceful-fin"]
+
+
+def test_with_the_forged_rst_seen_the_servers_answer_is_not_its_fault() -> None:
+    assert judge_graceful_fin(flow(forged=True)) == []
+
+
+def test_a_flow_with_a_hole_is_not_judged() -> None:
+    lossy = flow(lose_data=True)
+    assert has_hole(lossy)
+    assert judge_graceful_fin(lossy) == []
+
+
+def test_probes_and_retransmissions_are_not_holes() -> None:
+    segments = flow()
+    # A zero-window probe (one below the next sequence number) and a retransmission.
+    segments.insert(4, Segment(0.35, False, 40000, ACK, 1000, 5001, 64, 0))
+    segments.insert(5, Segment(0.36, False, 40000, ACK, 1001, 5001, 64, 100))
+    assert not has_hole(segments)
+
+
+pytestmark = pytest.mark.netns
+
+
+def test_a_forged_reset_after_a_flood_is_never_blamed_on_a_correct_server(tmp_path: Path) -> None:
+    needs_namespaces()
+    got = lab("reset-after-flood", str(tmp_path))
+    for run in got["runs"]:
+        assert run["violations"] == [], got
+        # The evidence that the case happened: the forged RST is in the capture, whole.
+        assert run["forged_seen"] == 1 and run["holes"] == 0, got
+
+
+def test_the_capture_keeps_only_its_servers_port() -> None:
+    needs_namespaces()
+    got = lab("capture-filter")
+    assert got["all_watched"] and not got["other_port_seen"], got
+    assert got["packets"] >= 6 and got["dropped"] == 0, got
+
+
+def test_a_capture_that_overflowed_counts_its_losses() -> None:
+    needs_namespaces()
+    got = lab("capture-drops")
+    assert got["dropped"] > 0, got
