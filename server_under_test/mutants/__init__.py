@@ -7,55 +7,54 @@ server's command-line contract::
     python -m server_under_test.mutants.NAME --port 0 [--mode lt|et] [--max-connections N]
 
 It prints ``LISTENING host:port`` once ready and exits 0 on SIGTERM. Without
-``--mode`` it starts in the mode in which its bug shows (``DEFAULT_MODE``).
+``--mode`` it starts in the mode in which its bug shows (its ``mode`` in ``catalogue.toml``).
 
-Each module defines ``BUG``, ``EXPECTED_PROPERTY`` (the harness property that
-must catch it), ``DEFAULT_MODE`` and ``REAL_WORLD`` (how real servers get this
-wrong). Each subclasses :class:`~server_under_test.reference.ReferenceServer`
-and overrides only the small hook method that carries the bug, marked
-``# BUG:`` (the reference's class docstring lists its hooks); where a second
-override is needed to set the stage, it says it is not the bug. Nothing of
-the reference is copied.
+What each mutant is lives in one table, ``catalogue.toml``: the property that
+must catch it (``caught_by``), the mode in which it shows (``mode``), the bug,
+and how real servers get it wrong (``real_world``). Each module holds only the
+server: a subclass of :class:`~server_under_test.reference.ReferenceServer`
+that overrides the small hook method carrying the bug, marked ``# BUG:`` (the
+reference's class docstring lists its hooks); where a second override is
+needed to set the stage, it says it is not the bug. Nothing of the reference
+is copied.
 
-:data:`CATALOGUE` describes them all; it is built on first use, by importing
-every module, so that ``python -m server_under_test.mutants.NAME`` does not
-import its own module twice. ``python -m server_under_test.mutants`` lists it.
+:data:`CATALOGUE` describes them all; it is read on first use and does not
+import the modules (``python -m server_under_test.mutants.NAME`` must not
+import its own module twice); :meth:`Mutant.server_class` imports one.
+``python -m server_under_test.mutants`` lists it.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import tomllib
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server_under_test.reference import ReferenceServer
 
 from server_under_test.mutants._base import MODES, PACKAGE, PROPERTIES
 
-# Every mutant module, in catalogue order.
-NAMES: tuple[str, ...] = (
-    "ignore_send_return",
-    "ignore_eof",
-    "err_hup_no_close",
-    "drop_pending_on_half_close",
-    "et_no_drain",
-    "stale_state_on_fd_reuse",
-    "reset_kills",
-    "no_backpressure",
-    "epollout_always",
-    "blocking_accepted",
-    "rdhup_early_close",
-    "eagain_no_epollout",
-    "emfile_spin",
-    "shared_output_buffer",
-    "never_close_after_half_close",
-    "et_accept_one",
-    "linger0_close",
-    "oneshot_no_rearm",
-    "recv_truncation",
-    "strlen_echo",
-    "eagain_as_eof",
-)
+CATALOGUE_FILE = "catalogue.toml"
+
+
+@cache
+def _table() -> dict[str, dict[str, str]]:
+    text = (resources.files(__name__) / CATALOGUE_FILE).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def __getattr__(name: str) -> object:
+    # NAMES and CATALOGUE are read lazily (PEP 562): see the module docstring.
+    if name == "NAMES":
+        return tuple(_table())
+    if name == "CATALOGUE":
+        return catalogue()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,22 @@ class Mutant:
     expected_property: str  # one of PROPERTIES
     default_mode: str  # "lt" or "et": the mode in which the bug shows
     real_world: str = ""
+
+    def server_class(self) -> type[ReferenceServer]:
+        """The module's server: the one ReferenceServer subclass it defines."""
+        from server_under_test.reference import ReferenceServer
+
+        module = importlib.import_module(self.module)
+        found = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, ReferenceServer)
+            and value.__module__ == module.__name__
+        ]
+        if len(found) != 1:
+            raise ValueError(f"{self.module} must define one ReferenceServer subclass, not {len(found)}")
+        return found[0]
 
     def argv(self, port: int = 0, mode: str | None = None, host: str = "127.0.0.1") -> list[str]:
         """The command that starts this mutant (``mode`` defaults to :attr:`default_mode`)."""
@@ -85,48 +100,41 @@ class Mutant:
 
 
 def load(name: str) -> Mutant:
-    """Import one mutant module and check its constants."""
+    """One catalogue entry, checked."""
+    row = _table().get(name)
+    if row is None:
+        raise KeyError(name)
     module_name = f"{PACKAGE}.{name}"
-    module = importlib.import_module(module_name)
     entry = Mutant(
         name=name,
         module=module_name,
-        bug=module.BUG,
-        expected_property=module.EXPECTED_PROPERTY,
-        default_mode=module.DEFAULT_MODE,
-        real_world=module.REAL_WORLD,
+        bug=row.get("bug", ""),
+        expected_property=row.get("caught_by", ""),
+        default_mode=row.get("mode", ""),
+        real_world=row.get("real_world", ""),
     )
     if entry.expected_property not in PROPERTIES:
-        raise ValueError(f"{module_name}: EXPECTED_PROPERTY {entry.expected_property!r} is not a property")
+        raise ValueError(f"{CATALOGUE_FILE} [{name}]: caught_by {entry.expected_property!r} is no property")
     if entry.default_mode not in MODES:
-        raise ValueError(f"{module_name}: DEFAULT_MODE {entry.default_mode!r} is not 'lt' or 'et'")
+        raise ValueError(f"{CATALOGUE_FILE} [{name}]: mode {entry.default_mode!r} is not 'lt' or 'et'")
     if not entry.bug or not entry.real_world:
-        raise ValueError(f"{module_name}: BUG and REAL_WORLD must not be empty")
+        raise ValueError(f"{CATALOGUE_FILE} [{name}]: bug and real_world must not be empty")
     return entry
 
 
 @cache
 def catalogue() -> tuple[Mutant, ...]:
-    """Every mutant, in :data:`NAMES` order."""
-    return tuple(load(name) for name in NAMES)
+    """Every mutant, in the catalogue's order."""
+    return tuple(load(name) for name in _table())
 
 
 def by_name(name: str) -> Mutant:
-    for entry in catalogue():
-        if entry.name == name:
-            return entry
-    raise KeyError(name)
+    return load(name)
 
 
 if TYPE_CHECKING:
     CATALOGUE: tuple[Mutant, ...]
-
-
-def __getattr__(name: str) -> object:
-    # CATALOGUE is built lazily (PEP 562): see the module docstring.
-    if name == "CATALOGUE":
-        return catalogue()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    NAMES: tuple[str, ...]
 
 
 __all__ = ["CATALOGUE", "MODES", "NAMES", "PROPERTIES", "Mutant", "by_name", "catalogue", "load"]

@@ -6,11 +6,10 @@ NAME, like ``python -m server_under_test.mutants.NAME``.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from server_under_test.mutants import NAMES, catalogue
-from server_under_test.mutants._base import PACKAGE
+from server_under_test.mutants import NAMES, by_name, catalogue
+from server_under_test.mutants._base import PACKAGE, run_mutant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    module = importlib.import_module(f"{PACKAGE}.{name}")
-    result: int = module.main(args[1:])
-    return result
+    return run_mutant(by_name(name).server_class(), args[1:], name)
 
 
 if __name__ == "__main__":

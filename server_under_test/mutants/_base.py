@@ -41,20 +41,28 @@ def contract_argv(default_mode: str, argv: Sequence[str] | None) -> list[str]:
 
 
 def run_mutant(
-    name: str,
-    server_class: type[ReferenceServer],
-    bug: str,
-    default_mode: str,
-    argv: Sequence[str] | None = None,
+    server_class: type[ReferenceServer], argv: Sequence[str] | None = None, name: str | None = None
 ) -> int:
-    """``python -m server_under_test.mutants.NAME``: the contract of contract.run."""
+    """``python -m server_under_test.mutants.NAME``: the contract of contract.run.
+
+    ``name`` defaults to the module the class is defined in; run as
+    ``__main__`` that is the module's spec name, the name it was run by.
+    """
+    if name is None:
+        module = sys.modules[server_class.__module__]
+        spec = getattr(module, "__spec__", None)
+        name = (spec.name if spec is not None else server_class.__module__).rpartition(".")[2]
+    from server_under_test.mutants import by_name
+
+    entry = by_name(name)
 
     def make_server(listener: socket.socket, options: ServerOptions) -> ReferenceServer:
         return server_class(listener, options.mode, options.max_connections)
 
     return run(
         f"python -m {PACKAGE}.{name}",
-        f"Mutant {name!r} of the reference epoll echo server (default --mode {default_mode}). Bug: {bug}",
+        f"Mutant {name!r} of the reference epoll echo server (default --mode {entry.default_mode}). "
+        f"Bug: {entry.bug}",
         make_server,
-        contract_argv(default_mode, argv),
+        contract_argv(entry.default_mode, argv),
     )

@@ -21,11 +21,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import ReferenceServer
 
-BUG = "accepted sockets stay blocking: one client that stops reading freezes the whole server in send()"
-EXPECTED_PROPERTY = "no-head-of-line-blocking"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "accept() without SOCK_NONBLOCK or fcntl(O_NONBLOCK), assuming the listener's flag is inherited"
-
 
 class BlockingAcceptedServer(ReferenceServer):
     def prepare_socket(self, sock: socket.socket) -> None:
@@ -33,9 +28,5 @@ class BlockingAcceptedServer(ReferenceServer):
         sock.setblocking(True)  # BUG: what forgetting setblocking(False) amounts to
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("blocking_accepted", BlockingAcceptedServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(BlockingAcceptedServer))

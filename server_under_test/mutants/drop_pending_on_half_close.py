@@ -19,11 +19,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "the connection is closed as soon as recv() returns EOF, dropping output still pending"
-EXPECTED_PROPERTY = "half-close"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "if (n == 0) close(fd); written for a server that assumed every send() completes"
-
 
 class DropPendingOnHalfCloseServer(ReferenceServer):
     def on_eof(self, conn: Connection) -> bool:
@@ -31,9 +26,5 @@ class DropPendingOnHalfCloseServer(ReferenceServer):
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("drop_pending_on_half_close", DropPendingOnHalfCloseServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(DropPendingOnHalfCloseServer))

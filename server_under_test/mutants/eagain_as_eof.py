@@ -21,11 +21,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "recv()'s EAGAIN is treated like EOF: in edge-triggered mode every connection dies after one burst"
-EXPECTED_PROPERTY = "echo-complete"
-DEFAULT_MODE = "et"
-REAL_WORLD = "if (n <= 0) close(fd); with -1/EAGAIN lumped in with EOF and errors"
-
 
 class EagainAsEofServer(ReferenceServer):
     def on_recv_eagain(self, conn: Connection) -> bool:
@@ -33,9 +28,5 @@ class EagainAsEofServer(ReferenceServer):
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("eagain_as_eof", EagainAsEofServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(EagainAsEofServer))

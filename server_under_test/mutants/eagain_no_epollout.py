@@ -20,11 +20,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "a short send() keeps the rest but never arms EPOLLOUT: the echo stalls until the client sends again"
-EXPECTED_PROPERTY = "echo-complete"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "the unsent rest is kept, but only retried on the next EPOLLIN; EPOLLOUT is never registered"
-
 
 class EagainNoEpolloutServer(ReferenceServer):
     def writable_event(self) -> int:
@@ -39,9 +34,5 @@ class EagainNoEpolloutServer(ReferenceServer):
         return super().echo(conn, data)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("eagain_no_epollout", EagainNoEpolloutServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(EagainNoEpolloutServer))

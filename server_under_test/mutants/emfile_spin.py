@@ -22,20 +22,11 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import ReferenceServer
 
-BUG = "EMFILE on accept() is ignored: the level-triggered listener stays ready and the loop spins"
-EXPECTED_PROPERTY = "accept-robust"
-DEFAULT_MODE = "lt"
-REAL_WORLD = 'if (accept(...) < 0) { perror("accept"); continue; } while the backlog stays non-empty'
-
 
 class EmfileSpinServer(ReferenceServer):
     def on_accept_exhausted(self) -> None:
         pass  # BUG: the listener stays registered, and ready
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("emfile_spin", EmfileSpinServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(EmfileSpinServer))

@@ -19,11 +19,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import EPOLLOUT, ReferenceServer
 
-BUG = "EPOLLOUT is armed even when nothing is pending: level-triggered epoll busy-loops on idle connections"
-EXPECTED_PROPERTY = "idle-cpu"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "EPOLLIN|EPOLLOUT registered once at accept and EPOLLOUT never disarmed"
-
 
 class EpolloutAlwaysServer(ReferenceServer):
     def connection_flags(self) -> int:
@@ -31,9 +26,5 @@ class EpolloutAlwaysServer(ReferenceServer):
         return super().connection_flags() | EPOLLOUT
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("epollout_always", EpolloutAlwaysServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(EpolloutAlwaysServer))

@@ -19,20 +19,11 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "EPOLLERR/EPOLLHUP are noticed but the fd is not closed: it leaks and LT epoll spins on it"
-EXPECTED_PROPERTY = "cleanup"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "if (ev & (EPOLLERR|EPOLLHUP)) { perror(...); continue; } with the close(fd) forgotten"
-
 
 class ErrHupNoCloseServer(ReferenceServer):
     def on_hangup(self, conn: Connection) -> bool:
         return True  # BUG: the connection is over, but the fd is neither closed nor unregistered
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("err_hup_no_close", ErrHupNoCloseServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(ErrHupNoCloseServer))

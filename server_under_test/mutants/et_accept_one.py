@@ -20,11 +20,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import ReferenceServer
 
-BUG = "one accept() per listener event in edge-triggered mode: the rest of a burst waits in the backlog"
-EXPECTED_PROPERTY = "accept-robust"
-DEFAULT_MODE = "et"
-REAL_WORLD = "one accept() per wakeup, fine level-triggered, kept after switching the listener to EPOLLET"
-
 
 class EtAcceptOneServer(ReferenceServer):
     def accept_ready(self) -> None:
@@ -32,9 +27,5 @@ class EtAcceptOneServer(ReferenceServer):
             self.accept_one()  # BUG: a single accept(), not a loop until EAGAIN
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("et_accept_one", EtAcceptOneServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(EtAcceptOneServer))

@@ -20,20 +20,11 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import ReferenceServer
 
-BUG = "in edge-triggered mode only one recv() is made per event: the rest of the input waits forever"
-EXPECTED_PROPERTY = "echo-complete"
-DEFAULT_MODE = "et"
-REAL_WORLD = "EPOLLET added to a level-triggered loop without looping recv() until EAGAIN"
-
 
 class EtNoDrainServer(ReferenceServer):
     def read_budget(self) -> int:
         return 1  # BUG: one recv() per event, in edge-triggered mode too
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("et_no_drain", EtNoDrainServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(EtNoDrainServer))

@@ -20,20 +20,11 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "EOF (recv() returning b'') is ignored: LT spin, fd never closed, socket left in CLOSE_WAIT"
-EXPECTED_PROPERTY = "cleanup"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "only the n > 0 case of recv() is handled; n == 0 falls through as 'nothing yet'"
-
 
 class IgnoreEofServer(ReferenceServer):
     def on_eof(self, conn: Connection) -> bool:
         return True  # BUG: the peer's FIN is taken for "nothing to read yet": conn.eof is never set
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("ignore_eof", IgnoreEofServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(IgnoreEofServer))

@@ -19,20 +19,11 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "send()'s return value is ignored: whatever the kernel did not take is lost"
-EXPECTED_PROPERTY = "echo-exact"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "send(fd, buf, n, 0) with the result unchecked, as in most epoll tutorials"
-
 
 class IgnoreSendReturnServer(ReferenceServer):
     def on_short_send(self, conn: Connection, rest: memoryview) -> None:
         pass  # BUG: send()'s return value is ignored: the bytes it did not take are dropped, not queued
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("ignore_send_return", IgnoreSendReturnServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(IgnoreSendReturnServer))

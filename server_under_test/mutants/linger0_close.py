@@ -23,11 +23,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "the graceful close uses SO_LINGER 0: the client gets RST instead of FIN and may lose the tail"
-EXPECTED_PROPERTY = "half-close"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "SO_LINGER {1, 0} set on every close to avoid TIME_WAIT"
-
 
 class Linger0CloseServer(ReferenceServer):
     def finish_half_close(self, conn: Connection) -> None:
@@ -37,9 +32,5 @@ class Linger0CloseServer(ReferenceServer):
         self.close_connection(conn)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("linger0_close", Linger0CloseServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(Linger0CloseServer))

@@ -19,11 +19,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "after a half-close is fully echoed the connection is left open: no FIN, fd stuck in CLOSE_WAIT"
-EXPECTED_PROPERTY = "half-close"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "EOF handled as 'stop reading' and the close() left to a path that is never reached"
-
 
 class NeverCloseAfterHalfCloseServer(ReferenceServer):
     def finish_half_close(self, conn: Connection) -> None:
@@ -34,9 +29,5 @@ class NeverCloseAfterHalfCloseServer(ReferenceServer):
             conn.mask = self.flags
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("never_close_after_half_close", NeverCloseAfterHalfCloseServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(NeverCloseAfterHalfCloseServer))

@@ -20,20 +20,11 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "reading never pauses when output piles up: memory grows without bound under a non-reading client"
-EXPECTED_PROPERTY = "bounded-memory"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "an unbounded output queue appended to on every read, with no high-water mark"
-
 
 class NoBackpressureServer(ReferenceServer):
     def pause_reading(self, conn: Connection) -> bool:
         return False  # BUG: no backpressure: reading goes on however much output piles up
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("no_backpressure", NoBackpressureServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(NoBackpressureServer))

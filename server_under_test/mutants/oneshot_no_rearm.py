@@ -22,11 +22,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import ReferenceServer
 
-BUG = "EPOLLONESHOT is used but the fd is re-armed only when its mask changes: it goes deaf after one event"
-EXPECTED_PROPERTY = "echo-complete"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "EPOLLONESHOT for a worker pool, re-armed only on some paths"
-
 
 class OneshotNoRearmServer(ReferenceServer):
     def connection_flags(self) -> int:
@@ -34,9 +29,5 @@ class OneshotNoRearmServer(ReferenceServer):
         return super().connection_flags() | select.EPOLLONESHOT
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("oneshot_no_rearm", OneshotNoRearmServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(OneshotNoRearmServer))

@@ -21,11 +21,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "EPOLLRDHUP is taken for a disconnect: the fd is closed before the remaining input is read and echoed"
-EXPECTED_PROPERTY = "half-close"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "if (ev & EPOLLRDHUP) { close(fd); continue; } ahead of the EPOLLIN branch"
-
 EPOLLRDHUP = select.EPOLLRDHUP
 
 
@@ -41,9 +36,5 @@ class RdhupEarlyCloseServer(ReferenceServer):
         super().connection_event(conn, mask)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("rdhup_early_close", RdhupEarlyCloseServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(RdhupEarlyCloseServer))

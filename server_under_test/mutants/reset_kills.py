@@ -21,11 +21,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "errors of send()/recv() other than EAGAIN are not caught: a client's reset kills the process"
-EXPECTED_PROPERTY = "survives"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "SIGPIPE left at its default action (no MSG_NOSIGNAL), or an uncaught ECONNRESET exception"
-
 
 class ResetKillsServer(ReferenceServer):
     def on_hangup(self, conn: Connection) -> bool:
@@ -36,9 +31,5 @@ class ResetKillsServer(ReferenceServer):
         raise exc  # BUG: ECONNRESET/EPIPE propagate and end the process
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("reset_kills", ResetKillsServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(ResetKillsServer))

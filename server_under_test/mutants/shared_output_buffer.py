@@ -20,11 +20,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "one output buffer is shared by all connections: queued bytes go to whichever client flushes"
-EXPECTED_PROPERTY = "no-crosstalk"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "a global output buffer left over from a one-client example"
-
 # The global output buffer of a one-client example, ``static char outbuf[]``.
 OUTBUF = bytearray()
 
@@ -36,9 +31,5 @@ class SharedOutputBufferServer(ReferenceServer):
         return conn
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("shared_output_buffer", SharedOutputBufferServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(SharedOutputBufferServer))

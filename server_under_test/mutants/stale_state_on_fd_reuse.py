@@ -23,11 +23,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "per-fd state is kept after close: a new connection that gets the same fd inherits the old output"
-EXPECTED_PROPERTY = "no-crosstalk"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "a conns[MAX_FD] table whose slot is reinitialised on accept except for its output buffer"
-
 # The per-fd table's output buffers, ``conns[fd].out``: never cleared on close.
 SLOT_OUT: dict[int, bytearray] = {}
 
@@ -40,9 +35,5 @@ class StaleStateOnFdReuseServer(ReferenceServer):
         return conn
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("stale_state_on_fd_reuse", StaleStateOnFdReuseServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(StaleStateOnFdReuseServer))

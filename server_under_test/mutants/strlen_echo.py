@@ -17,11 +17,6 @@ import sys
 from server_under_test.mutants._base import run_mutant
 from server_under_test.reference import Connection, ReferenceServer
 
-BUG = "the echo length is strlen(buf), not recv()'s count: binary data is cut at each read's first NUL"
-EXPECTED_PROPERTY = "echo-exact"
-DEFAULT_MODE = "lt"
-REAL_WORLD = "send(fd, buf, strlen(buf), 0) after recv(), as in many tutorials"
-
 
 class StrlenEchoServer(ReferenceServer):
     def echo(self, conn: Connection, data: memoryview) -> bool:
@@ -31,9 +26,5 @@ class StrlenEchoServer(ReferenceServer):
         return super().echo(conn, data)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_mutant("strlen_echo", StrlenEchoServer, BUG, DEFAULT_MODE, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_mutant(StrlenEchoServer))

@@ -14,8 +14,9 @@ once the pending echo is flushed (our FIN after the last byte). SIGTERM: exit 0.
 """
 
 import asyncio
-import signal
 import sys
+
+from aio import serve_until_signalled
 
 
 class EchoServerProtocol(asyncio.Protocol):
@@ -39,12 +40,7 @@ class EchoServerProtocol(asyncio.Protocol):
 async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(EchoServerProtocol, "127.0.0.1", port)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"LISTENING 127.0.0.1:{port}", flush=True)
-    async with server:
-        await stop.wait()
+    await serve_until_signalled(server)
 
 
 if __name__ == "__main__":

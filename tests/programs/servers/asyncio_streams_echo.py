@@ -13,8 +13,9 @@ Errors (a reset) end only that connection. SIGTERM: exit 0.
 """
 
 import asyncio
-import signal
 import sys
+
+from aio import serve_until_signalled
 
 
 async def handle_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -30,13 +31,7 @@ async def handle_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 async def main(port: int) -> None:
     server = await asyncio.start_server(handle_echo, "127.0.0.1", port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"LISTENING 127.0.0.1:{port}", flush=True)
-    async with server:
-        await stop.wait()
+    await serve_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,9 @@ FIN). Property that must catch it: cleanup (half-close too, for a client that
 waits for EOF). A reset connection is closed properly. SIGTERM: exit 0.
 """
 
-import signal
 import socket
-import sys
-import threading
-import time
+
+from threaded import serve_forever
 
 sessions: list[socket.socket] = []  # BUG: entries are never removed or closed
 
@@ -32,21 +30,5 @@ def serve(conn: socket.socket) -> None:
         conn.close()
 
 
-def main() -> None:
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", int(next(a for a in sys.argv[1:] if a != "--port"))))
-    listener.listen(128)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"LISTENING 127.0.0.1:{listener.getsockname()[1]}", flush=True)
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            time.sleep(0.05)
-            continue
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-
 if __name__ == "__main__":
-    main()
+    serve_forever(serve)

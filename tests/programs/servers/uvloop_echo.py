@@ -12,10 +12,10 @@ to shed connections on EMFILE. SIGTERM: exit 0.
 """
 
 import asyncio
-import signal
 import sys
 
 import uvloop
+from aio import serve_until_signalled
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -53,12 +53,7 @@ async def main(port: int, streams: bool) -> None:
         server = await asyncio.start_server(echo_streams, "127.0.0.1", port)
     else:
         server = await loop.create_server(EchoProtocol, "127.0.0.1", port)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"LISTENING 127.0.0.1:{port}", flush=True)
-    async with server:
-        await stop.wait()
+    await serve_until_signalled(server)
 
 
 if __name__ == "__main__":
