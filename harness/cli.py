@@ -448,6 +448,12 @@ def _run_replay(ns: argparse.Namespace) -> int:
         raise UsageError("--pid goes with --attach")
     startup = resolve(BY_NAME["startup-timeout"], ns.startup_timeout, table)
     reproducers = [(path, Reproducer.load(path)) for path in _reproducer_files(ns.reproducer)]
+    if ns.startup_timeout is not None or "startup-timeout" in table.values:
+        # Given now, it wins over the one each reproducer recorded (scenarios and captures too).
+        reproducers = [
+            (path, dataclasses.replace(repro, limits=repro.limits.with_(startup_timeout=startup)))
+            for path, repro in reproducers
+        ]
     if ns.capture is not None and (ns.reproducer.is_dir() or ns.repeat > 1 or ns.attach is not None):
         raise UsageError(
             "--capture records one replay of one reproducer, against a server the harness starts"
@@ -475,7 +481,7 @@ def _run_replay(ns: argparse.Namespace) -> int:
                 f"{path} was recorded against an attached server: give --attach HOST:PORT [--pid PID] "
                 "to replay it against that server, or --server CMD to start one"
             )
-        targets.append(Target(command, startup_timeout=startup))
+        targets.append(Target(command, startup_timeout=repro.limits.startup_timeout))
     if attached is None:
         choose_network(ns.netns)  # before any server starts: they must all be inside the namespace
     failed = 0

@@ -37,7 +37,7 @@ from harness.run.runner import (
 CLI = "cli"
 PYTEST = "pytest"
 BOTH = frozenset({CLI, PYTEST})
-DEFAULT_STARTUP_TIMEOUT = 15.0
+DEFAULT_STARTUP_TIMEOUT = DEFAULT_LIMITS.startup_timeout
 TABLE = "tool.epoll-harness"
 
 
@@ -405,6 +405,7 @@ def limits_from(value: Callable[[Option], Any], base: Limits = DEFAULT_LIMITS) -
         cleanup_timeout=value(BY_NAME["cleanup-timeout"]),
         memory_bound=int(value(BY_NAME["memory-bound"]) * MIB),
         idle_cpu_fraction=value(BY_NAME["idle-cpu"]),
+        startup_timeout=value(BY_NAME["startup-timeout"]),
     )
 
 

@@ -431,3 +431,23 @@ def test_reproducers_of_distinct_findings_do_not_overwrite_each_other(tmp_path: 
     assert first != second and again == first
     assert first.name.startswith("repro-echo-exact-") and first.suffix == ".json"
     assert sorted(p.name for p in (tmp_path / "repros").iterdir()) == sorted([first.name, second.name])
+
+
+def test_the_startup_timeout_reaches_every_server_the_harness_starts(tmp_path: Path) -> None:
+    """A server that takes 2.5 s to listen, and the servers of fixed scenarios and replays.
+
+    The scenario starts a server of its own (under a small RLIMIT_NOFILE); the
+    start-up timeout given on the command line must reach it too, not only the
+    first server of a check.
+    """
+    scenario = {"scenario": "fd-exhaustion", "nofile": 64, "connections": 80}
+    repro = write_reproducer(tmp_path, f"{MISBEHAVING} slow-start --port {{port}}", script=..., scenario=scenario)
+    short = harness("replay", str(repro), "--startup-timeout", "1", "--no-netns", cwd=tmp_path)
+    assert short.returncode == 2, short.stdout + short.stderr
+    assert "after 1.0 s" in short.stderr
+    enough = harness("replay", str(repro), "--startup-timeout", "10", "--no-netns", cwd=tmp_path)
+    assert enough.returncode == 0, enough.stdout + enough.stderr
+    slow = harness(
+        "check", "--server", f"{MISBEHAVING} slow-start", "--startup-timeout", "1", *QUICK, cwd=tmp_path
+    )
+    assert slow.returncode == 2 and "after 1.0 s" in slow.stderr, slow.stdout + slow.stderr

@@ -57,6 +57,24 @@ def test_without_permission_it_falls_back_to_the_host_and_says_why() -> None:
     assert "unshare(CLONE_NEWNET) failed: Operation not permitted" in got["note"]
 
 
+# A container with CAP_SYS_ADMIN but /proc/sys mounted read-only (Docker without --privileged).
+READ_ONLY_SYSCTL = [
+    "unshare",
+    "--mount",
+    "sh",
+    "-c",
+    'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$0" "$@"',
+]
+
+
+def test_a_namespace_that_cannot_be_set_up_falls_back_to_the_host_and_says_why() -> None:
+    needs_namespaces()
+    got = lab("fallback", prefix=READ_ONLY_SYSCTL)
+    assert got["private"] is False
+    assert "tcp_wmem" in got["note"] and "read-only" in got["note"].lower(), got
+    assert got["home"] is True, "the process must be back in the host's namespace"
+
+
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop a capability")
 def test_cli_netns_explicitly_without_permission_is_a_clear_error(tmp_path: Path) -> None:
     needs_namespaces()

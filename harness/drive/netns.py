@@ -25,6 +25,7 @@ container that forbids it) :func:`enter_private_netns` raises
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import socket
@@ -97,17 +98,45 @@ def enter_private_netns(buffers: tuple[int, int, int] | None = SMALL_BUFFERS) ->
         if threading.current_thread() is not threading.main_thread():
             raise NetnsUnavailable("a network namespace must be entered from the main thread")
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise NetnsUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}")
-        _bring_up("lo")
-        if buffers is not None:
-            text = _fmt(buffers)
-            (SYSCTL / "tcp_wmem").write_text(text)
-            (SYSCTL / "tcp_rmem").write_text(text)
+        home = os.open("/proc/self/ns/net", os.O_RDONLY)  # the way back, if the setup fails
+        try:
+            if libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise NetnsUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}")
+            try:
+                _set_up(buffers)
+            except OSError as exc:
+                # A container may grant CAP_SYS_ADMIN yet mount /proc/sys read-only (Docker
+                # without --privileged): the namespace exists but cannot be set up. Go home.
+                if libc.setns(home, CLONE_NEWNET) != 0:
+                    raise NetnsUnavailable(
+                        f"the private namespace could not be set up ({exc.strerror}) "
+                        f"nor left ({os.strerror(ctypes.get_errno())})"
+                    ) from exc
+                raise NetnsUnavailable(_setup_failure(exc)) from exc
+        finally:
+            os.close(home)
         wmem, rmem = read_buffers()
         _entered = NetworkSetup(True, wmem, rmem)
         return _entered
+
+
+def _set_up(buffers: tuple[int, int, int] | None) -> None:
+    _bring_up("lo")
+    if buffers is not None:
+        text = _fmt(buffers)
+        (SYSCTL / "tcp_wmem").write_text(text)
+        (SYSCTL / "tcp_rmem").write_text(text)
+
+
+def _setup_failure(exc: OSError) -> str:
+    if exc.filename is not None:
+        what = f"cannot write {exc.filename} in it: {exc.strerror}"
+        if exc.errno == errno.EROFS:
+            what += " (a container mounts /proc/sys read-only unless it runs --privileged)"
+    else:
+        what = f"cannot bring up its loopback interface: {exc.strerror}"
+    return f"a private network namespace was created but {what}"
 
 
 def _bring_up(interface: str) -> None:

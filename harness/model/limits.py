@@ -34,6 +34,9 @@ class Limits:
     # more than this reads without bound (see harness.run.memory). Floods are drawn past it.
     memory_bound: int = 64 * MIB
     nofile: int = 64  # RLIMIT_NOFILE for the fd-exhaustion scenario
+    # Seconds the server may take to listen, at every start: the first, each restart after a
+    # crash, the scenarios' own servers and every replay's (a JVM or a build step takes a while).
+    startup_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

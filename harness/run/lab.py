@@ -29,6 +29,6 @@ class CapturedReplay:
 
 
 def replay_with_capture(command: str, script: Script, limits: Limits, pcap: Path) -> CapturedReplay:
-    with Checker(ServerProcess(command), limits=limits) as checker:
+    with Checker(ServerProcess(command, ready_timeout=limits.startup_timeout), limits=limits) as checker:
         outcome, packets = checker.check_captured(script, pcap)
     return CapturedReplay(outcome.violations, pcap, packets, ZERO_WINDOW_EVIDENCE in outcome.evidence)

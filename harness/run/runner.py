@@ -211,9 +211,8 @@ def run_check(
                 report.properties[name].skipped = "needs --pid to observe the server process"
     elif checker is None:
         assert config.server_command is not None
-        checker = Checker(
-            ServerProcess(config.server_command), limits=config.limits, capture_dir=config.capture_dir
-        )
+        server = ServerProcess(config.server_command, ready_timeout=config.limits.startup_timeout)
+        checker = Checker(server, limits=config.limits, capture_dir=config.capture_dir)
     state = _RunState(time.monotonic())
     # The fixed scenario is the one way to see some accept-robust bugs (EMFILE): when the run
     # is only after known bugs, it goes first, so that a search need not wait for it.
@@ -557,5 +556,5 @@ def replay(repro: Reproducer, server_command: str | None, limits: Limits | None 
         violation = run_scenario(command, repro.scenario, limits)
         return [] if violation is None else [violation]
     assert repro.script is not None
-    with Checker(ServerProcess(command), limits=limits) as checker:
+    with Checker(ServerProcess(command, ready_timeout=limits.startup_timeout), limits=limits) as checker:
         return checker.check(repro.script).violations

@@ -33,7 +33,7 @@ AT_LIMIT = 2  # "at the limit": this close to RLIMIT_NOFILE (a descriptor or two
 
 
 def run_scenario(command: str, scenario: Scenario, limits: Limits) -> Violation | None:
-    server = ServerProcess(command, nofile=scenario.nofile)
+    server = ServerProcess(command, nofile=scenario.nofile, ready_timeout=limits.startup_timeout)
     with server:
         checker = Checker(address=server.address, pid=server.pid, limits=limits)
         checker.start()

@@ -113,6 +113,10 @@ def main() -> None:
         line = "x" * 1000 + "\n"
         while True:
             sys.stdout.write(line)
+    elif args.kind == "slow-start":
+        time.sleep(2.5)  # a JVM warming up, a build step: listening comes late, then all is well
+        reference = [sys.executable, "-m", "server_under_test", "--port", str(args.port)]
+        os.execv(sys.executable, reference)
     elif args.kind == "timer-echo":
         timer_echo(listen(args.port))
     elif args.kind == "swallows":
