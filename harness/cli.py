@@ -299,9 +299,14 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
         confirm=value(BY_NAME["confirm"]),
     )
     bound = f"{time_budget:g} s" + (f" or {max_examples} scripts" if max_examples != UNBOUNDED else "")
-    if lines is not None:
+    if not ns.quiet:
+        # Said before it starts: the search has the time budget, what it found gets the shrink
+        # budget on top (shrinking, reducing, confirming replays), and the scenario its own.
         what = target.template if owned else f"the server at {target.address}"
-        _say(f"epoll-harness: checking {what} in {network.describe()}, for {bound}")
+        _say(
+            f"epoll-harness: checking {what} in {network.describe()}: searching for {bound}, "
+            f"then at most {config.shrink_budget:g} s more to shrink and confirm what it finds"
+        )
     if bar_wanted:
         with Progress(
             TextColumn("checking"),

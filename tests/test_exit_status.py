@@ -388,6 +388,8 @@ def test_a_time_budget_alone_decides_and_a_ci_log_gets_progress_lines(tmp_path: 
     progress = [line for line in result.stderr.splitlines() if "violated so far: none" in line]
     assert progress, result.stderr
     assert " scripts in " in progress[0] and "/s)" in progress[0]
+    # How the time is spent is said before it starts: the search's 7 s, then the shrink budget.
+    assert "searching for 7 s, then at most 60 s more to shrink and confirm" in result.stderr.splitlines()[0]
     run = json.loads(report.read_text())
     assert run["examples"] != 200 and run["seconds"] >= 6.5, run  # not stopped by the old 200 scripts
     server_line = next(line for line in result.stdout.splitlines() if line.startswith("server: "))
@@ -441,7 +443,8 @@ def test_the_startup_timeout_reaches_every_server_the_harness_starts(tmp_path: P
     first server of a check.
     """
     scenario = {"scenario": "fd-exhaustion", "nofile": 64, "connections": 80}
-    repro = write_reproducer(tmp_path, f"{MISBEHAVING} slow-start --port {{port}}", script=..., scenario=scenario)
+    slow_start = f"{MISBEHAVING} slow-start --port {{port}}"
+    repro = write_reproducer(tmp_path, slow_start, script=..., scenario=scenario)
     short = harness("replay", str(repro), "--startup-timeout", "1", "--no-netns", cwd=tmp_path)
     assert short.returncode == 2, short.stdout + short.stderr
     assert "after 1.0 s" in short.stderr
