@@ -44,6 +44,7 @@ from harness.face import (
     script_lines,
     server_template,
 )
+from harness.fuzz_cli import add_fuzz_parser, run_fuzz_command
 from harness.matrix_cli import add_matrix_parser, run_matrix_command
 from harness.model.errors import HarnessError, UsageError
 from harness.model.limits import Limits
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_matrix_parser(sub)
+    add_fuzz_parser(sub)
     sub.add_parser("properties", help="list the properties and what each checks")
     return parser
 
@@ -579,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_check(ns, console)
         if ns.command == "matrix":
             return run_matrix_command(ns)
+        if ns.command == "fuzz":
+            return run_fuzz_command(ns)
         if ns.command == "replay":
             return _run_replay(ns)
         return _list_properties()

@@ -20,8 +20,6 @@ servers file, a shard, a report that cannot be used); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shlex
 import signal
 import sys
@@ -33,7 +31,7 @@ from typing import Any, NoReturn
 
 from harness.model.errors import HarnessError
 from harness.model.properties import PROPERTIES
-from harness.options import positive_int, property_list
+from harness.options import default_jobs, duration, positive_int, property_list
 from harness.run.matrix import (
     ERROR,
     FAIL,
@@ -102,29 +100,11 @@ exit status: 0 every verdict is the one expected; 1 some differ (only then);
 """
 
 
-def duration(text: str) -> float:
-    """``90``, ``90s``, ``1.5m``: seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min)?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 60, 60s or 2m, not {text!r}")
-    value = float(match[1]) * (60 if match[2] in ("m", "min") else 1)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration, not {text!r}")
-    return value
-
-
 def shard(text: str) -> tuple[int, int]:
     try:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def add_matrix_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ and the table beats the default (:func:`resolve`).
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -396,6 +398,25 @@ def resolve(option: Option, given: Any, table: Table) -> Any:
     if option.in_table and option.name in table.values:
         return table.values[option.name]
     return option.default
+
+
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``1.5m``, ``2h``: seconds (argparse's type for durations)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 60, 60s, 2m or 2h, not {text!r}")
+    value = float(match[1]) * {"m": 60, "min": 60, "h": 3600}.get(match[2] or "s", 1)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, not {text!r}")
+    return value
+
+
+def default_jobs() -> int:
+    """The cores this process may run on: the default number of workers and jobs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def limits_from(value: Callable[[Option], Any], base: Limits = DEFAULT_LIMITS) -> Limits:

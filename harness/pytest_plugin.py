@@ -213,6 +213,7 @@ class _Run:
     findings: Findings
     network: NetworkSetup | None = None
     checker: FaceChecker | None = None  # the worker's, once started
+    chosen_command: bool = False  # --server-cmd or [tool.epoll-harness] named the server
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def shown(self, path: Path | str) -> str:
@@ -258,6 +259,7 @@ def _configure(config: pytest.Config) -> _Run:
     startup = value(BY_NAME["startup-timeout"])
     attach = value(BY_NAME["attach"])
     command = config.getoption(BY_NAME["server"].pytest_dest)
+    chosen = None
     if attach is not None:
         if command is not None:
             raise UsageError("give either --server-cmd or --harness-attach, not both")
@@ -266,7 +268,8 @@ def _configure(config: pytest.Config) -> _Run:
     else:
         if value(BY_NAME["pid"]) is not None:
             raise UsageError("--harness-pid goes with --harness-attach")
-        command = resolve(BY_NAME["server"], command, table) or reference_command("lt")
+        chosen = resolve(BY_NAME["server"], command, table)
+        command = chosen or reference_command("lt")
         target = Target(server_template(command, table.cwd, table.env), startup_timeout=startup)
     leave_out = unselected(value(BY_NAME["only"]), value(BY_NAME["skip"]))
     invocation_dir = Path(config.invocation_params.dir)
@@ -285,6 +288,7 @@ def _configure(config: pytest.Config) -> _Run:
         scenarios=not value(BY_NAME["no-scenarios"]) and ACCEPT_ROBUST not in leave_out and attach is None,
         invocation_dir=invocation_dir,
         findings=Findings(value(BY_NAME["time-budget"]), value(BY_NAME["shrink-budget"])),
+        chosen_command=attach is None and chosen is not None,
     )
 
 
@@ -364,6 +368,14 @@ def server_command(pytestconfig: pytest.Config) -> str:
     if template is None:
         pytest.skip("attached to a running server (--harness-attach): there is no command to start")
     return template
+
+
+@pytest.fixture(scope="session")
+def harness_regression_command(pytestconfig: pytest.Config) -> str | None:
+    """The server regression tests replay against: ``--server-cmd`` or the table's, else None
+    (each reproducer's own recorded command)."""
+    run = _run(pytestconfig)
+    return run.target.template if run.chosen_command else None
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis import target as hypothesis_target
+from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.errors import Flaky
 
 from harness.drive.netns import NetworkSetup
@@ -71,6 +72,7 @@ from harness.model.reduction import renumbered
 from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.run.checker import Checker, Outcome
+from harness.run.corpus import SaveOnlyDatabase
 from harness.run.reduce import reduce, still_fails
 from harness.run.report import NON_STRICT, Reproducer, RunReport, ViolationRecord
 from harness.run.scenarios import run_scenario
@@ -131,6 +133,14 @@ class CheckConfig:
     capture_dir: Path | None = None
     # Replays of each reproducer that confirm it (0: none; every violation is reported as found).
     confirm: int = DEFAULT_CONFIRM
+    # A campaign's shared example database (a directory or Redis), used instead of ``database``
+    # (see harness.run.corpus for how each round uses it); None: ``database``.
+    shared_database: ExampleDatabase | None = None
+    # Campaigns: each round's findings are cut down, confirmed and saved as soon as the round
+    # ends (``on_finding`` hears of each), not when the run ends; and the search is steered
+    # toward the fault events seen least so far, with Hypothesis's target().
+    settle_each_round: bool = False
+    steer: bool = False
 
     @property
     def described_server(self) -> str:
@@ -156,12 +166,16 @@ class _RunState:
     first_found: dict[str, float] = field(default_factory=dict)
     evidence: Counter[str] = field(default_factory=Counter)
     seen: set[str] = field(default_factory=set)  # every property violated, with a reproducer or not
+    settled: set[str] = field(default_factory=set)  # failures already cut down, confirmed and saved
     non_strict: dict[str, tuple[Violation, Script]] = field(default_factory=dict)  # the first of each
     diagnostics: set[str] = field(default_factory=set)
     confirmations: dict[str, int] = field(default_factory=dict)  # property -> replays that failed it
 
 
 Progress = Callable[[RunReport], None]
+FindingHeard = Callable[[ViolationRecord], None]
+#: The target() label under which a campaign steers toward scarce fault events.
+SCARCE_EVENTS = "scarce fault events"
 
 
 def default_strategy() -> st.SearchStrategy[Script]:
@@ -194,11 +208,14 @@ def run_check(
     progress: Progress | None = None,
     stop: StopSignal | None = None,
     checker: Checker | None = None,
+    on_finding: FindingHeard | None = None,
 ) -> RunReport:
     """Run every property against the configured server; never leaves a server running.
 
     ``checker``: the one to search with, built by the caller for the configured server
     (the entry points' judges only the selected properties); by default one is built here.
+    ``on_finding``: told of each violation once its reproducer is saved (with
+    ``settle_each_round``, as each round ends; otherwise at the end).
     """
     report = RunReport(config.described_server, config.seed)
     if config.capture_dir is None:
@@ -218,27 +235,34 @@ def run_check(
     # is only after known bugs, it goes first, so that a search need not wait for it.
     scenarios_first = config.scenarios and ACCEPT_ROBUST in config.until_found
     if scenarios_first:
-        _run_scenarios(config, report)
+        run_scenarios(config, report)
         if report.properties[ACCEPT_ROBUST].violations:
             state.seen.add(ACCEPT_ROBUST)
     try:
         checker.start()
         chosen = strategy if strategy is not None else default_strategy()
-        _run_hypothesis(config, checker, chosen, report, state, progress, stop)
+        _run_hypothesis(config, checker, chosen, report, state, progress, stop, on_finding)
+        unsettled = [name for name in state.failures if name not in state.settled]
         if stop is None or stop.signal is None:
-            _reduce(config, checker, state, stop)
-            _confirm(config, checker, state, stop)
+            # The shrink budget counts from the search's end: a search that ended early
+            # (until_found, max_examples) does not hand the rest of its time to the reducer.
+            search_end = min(time.monotonic(), state.started + config.time_budget)
+            last = search_end + config.shrink_budget
+            _reduce(config, checker, state, stop, unsettled, last)
+            _confirm(config, checker, state, stop, unsettled)
     finally:
         checker.stop()
     report.restarts = checker.restarts
     report.evidence = dict(state.evidence)
     report.diagnostics = sorted(state.diagnostics)
-    _record_failures(config, report, state)
+    for record in _record_failures(config, report, state, unsettled):
+        if on_finding is not None:
+            on_finding(record)
     _record_non_strict(config, report, state)
     if stop is not None and stop.signal is not None:
         raise Interrupted
     if config.scenarios and not scenarios_first:
-        _run_scenarios(config, report)
+        run_scenarios(config, report)
     report.seconds = time.monotonic() - state.started
     return report
 
@@ -251,6 +275,7 @@ def _run_hypothesis(
     state: _RunState,
     progress: Progress | None,
     stop: StopSignal | None,
+    on_finding: FindingHeard | None = None,
 ) -> None:
     deadline = [state.started + config.time_budget]  # moved earlier once until_found is satisfied
     # Hypothesis shrinks in the first half of the shrink budget; the reducer and the confirming
@@ -261,6 +286,8 @@ def _run_hypothesis(
     for round_ in itertools.count():
         known = before | frozenset(state.failures)
         _search_round(config, checker, strategy, report, state, progress, stop, round_, known, deadline, last)
+        if config.settle_each_round and (stop is None or stop.signal is None):
+            _settle(config, checker, report, state, stop, on_finding)
         if (
             time.monotonic() >= deadline[0]
             or report.examples >= config.max_examples
@@ -297,7 +324,12 @@ def _search_round(
         stop_if_due()
         outcome = checker.check(script, skip=known)
         _count(report, outcome)
+        if config.steer:
+            # Scripts that reach fault events seen rarely so far score high: Hypothesis's target
+            # phase then mutates them further, so hours explore states that minutes do not.
+            hypothesis_target(scarcity(outcome.evidence, state.evidence), label=SCARCE_EVENTS)
         state.evidence.update(outcome.evidence)
+        report.evidence = dict(state.evidence)  # live, for progress displays
         state.diagnostics.update(outcome.diagnostics)
         for finding in outcome.non_strict:
             state.non_strict.setdefault(finding.property_name, (finding, script))
@@ -324,8 +356,12 @@ def _search_round(
 
     # Later rounds ignore some violations: they must not touch the saved examples. A seeded run
     # replays nothing saved, so that the same seed draws the same scripts every time.
-    use_database = config.database is not None and not round_ and config.seed is None
-    database = DirectoryBasedExampleDatabase(str(config.database)) if use_database else None
+    database: ExampleDatabase | None = None
+    if config.shared_database is not None:
+        # Later rounds ignore known properties: their saved failures must neither replay nor go.
+        database = config.shared_database if not round_ else SaveOnlyDatabase(config.shared_database)
+    elif config.database is not None and not round_ and config.seed is None:
+        database = DirectoryBasedExampleDatabase(str(config.database))
     test = settings(
         max_examples=max(1, config.max_examples - report.examples),
         deadline=None,
@@ -382,10 +418,40 @@ def _count(report: RunReport, outcome: Outcome) -> None:
             stats.seconds += outcome.seconds
 
 
-def _reduce(config: CheckConfig, checker: Checker, state: _RunState, stop: StopSignal | None) -> None:
-    """Cut each failing script down (see :mod:`harness.run.reduce`), sharing what is left of the budget."""
-    last = state.started + config.time_budget + config.shrink_budget
-    names = sorted(state.failures, key=PRIORITY.index)
+def scarcity(seen_now: set[str] | frozenset[str], seen_before: Counter[str]) -> float:
+    """How rare this example's fault events have been: the sum of 1 / (1 + times seen before)."""
+    return sum(1.0 / (1 + seen_before[event]) for event in seen_now)
+
+
+def _settle(
+    config: CheckConfig,
+    checker: Checker,
+    report: RunReport,
+    state: _RunState,
+    stop: StopSignal | None,
+    on_finding: FindingHeard | None,
+) -> None:
+    """Cut down, confirm and save the failures a round found, in half the shrink budget."""
+    names = [name for name in state.failures if name not in state.settled]
+    if not names:
+        return
+    _reduce(config, checker, state, stop, names, time.monotonic() + config.shrink_budget / 2)
+    _confirm(config, checker, state, stop, names)
+    for record in _record_failures(config, report, state, names):
+        if on_finding is not None:
+            on_finding(record)
+
+
+def _reduce(
+    config: CheckConfig,
+    checker: Checker,
+    state: _RunState,
+    stop: StopSignal | None,
+    failing: list[str],
+    last: float,
+) -> None:
+    """Cut each failing script down (see :mod:`harness.run.reduce`), sharing the time up to ``last``."""
+    names = sorted(failing, key=PRIORITY.index)
     for done, name in enumerate(names):
         if stop is not None and stop.signal is not None:
             return
@@ -400,7 +466,9 @@ def _reduce(config: CheckConfig, checker: Checker, state: _RunState, stop: StopS
             state.failures[name] = dataclasses.replace(failure, script=smaller, found=failure.script)
 
 
-def _confirm(config: CheckConfig, checker: Checker, state: _RunState, stop: StopSignal | None) -> None:
+def _confirm(
+    config: CheckConfig, checker: Checker, state: _RunState, stop: StopSignal | None, failing: list[str]
+) -> None:
     """Replay each failure's script ``config.confirm`` times; count the replays that violate it again.
 
     When the reducer's script never fails again, the search's own script is
@@ -409,7 +477,7 @@ def _confirm(config: CheckConfig, checker: Checker, state: _RunState, stop: Stop
     """
     if not config.confirm:
         return
-    for name in list(state.failures):
+    for name in failing:
         failure = state.failures[name]
         scripts = [failure.script]
         if failure.found is not None and failure.found != failure.script:
@@ -447,8 +515,14 @@ def _replays(
     return failed, first
 
 
-def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -> None:
-    for name, failure in state.failures.items():
+def _record_failures(
+    config: CheckConfig, report: RunReport, state: _RunState, names: list[str]
+) -> list[ViolationRecord]:
+    """Save the reproducers of the failures ``names``; their records, as added to the report."""
+    records = []
+    for name in names:
+        failure = state.failures[name]
+        state.settled.add(name)
         also = tuple(sorted({v.property_name for v in failure.all_violations if v.strict} - {name}))
         repro = Reproducer(
             property_name=name,
@@ -476,8 +550,10 @@ def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -
                 also=also,
             )
         )
+        records.append(report.properties[name].violations[-1])
     # A property violated in a reproducer of another is violated: said so, with that reproducer.
-    for name, failure in state.failures.items():
+    for name in names:
+        failure = state.failures[name]
         for other in failure.all_violations:
             stats = report.properties[other.property_name]
             if not other.strict or stats.violations or other.property_name in state.failures:
@@ -492,6 +568,7 @@ def _record_failures(config: CheckConfig, report: RunReport, state: _RunState) -
                     seconds_to_find=None,
                 )
             )
+    return records
 
 
 def _record_non_strict(config: CheckConfig, report: RunReport, state: _RunState) -> None:
@@ -518,9 +595,10 @@ def _record_non_strict(config: CheckConfig, report: RunReport, state: _RunState)
         )
 
 
-def _run_scenarios(config: CheckConfig, report: RunReport) -> None:
+def run_scenarios(config: CheckConfig, report: RunReport) -> list[ViolationRecord]:
+    """The fixed scenario (fd exhaustion) against a server of its own; the records it added."""
     if config.server_command is None:
-        return  # an attached server's RLIMIT_NOFILE is not ours to set
+        return []  # an attached server's RLIMIT_NOFILE is not ours to set
     scenario = fd_exhaustion_scenario(config.limits)
     started = time.monotonic()
     violation = run_scenario(config.server_command, scenario, config.limits)
@@ -528,7 +606,7 @@ def _run_scenarios(config: CheckConfig, report: RunReport) -> None:
     stats.examples += 1
     stats.seconds += time.monotonic() - started
     if violation is None:
-        return
+        return []
     # Usually accept-robust's; cleanup's when the server kept the descriptors it ran out of.
     stats = report.properties[violation.property_name]
     if not stats.violations:
@@ -542,6 +620,8 @@ def _run_scenarios(config: CheckConfig, report: RunReport) -> None:
         )
         path = repro.save(config.artifacts)
         stats.violations.append(ViolationRecord(violation.property_name, violation.describe(), str(path)))
+        return [stats.violations[-1]]
+    return []
 
 
 def replay(repro: Reproducer, server_command: str | None, limits: Limits | None = None) -> list[Violation]:
