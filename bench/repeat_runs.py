@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "tests" / "programs" / "servers"
 PY = sys.executable
+KEPT = ROOT / "bench" / "build" / "repeat_runs"  # the artifacts of runs that reported a violation
 
 CORRECT = {
     "c-1mib-buffer-lt": "{build}/bigbuf_echo --port {port} --buffer 1048576",
@@ -58,13 +60,13 @@ class Row:
     diagnostics: set[str] = field(default_factory=set)
 
 
-def one_run(name: str, command: str, seed: int, budget: float) -> dict[str, object]:
+def one_run(name: str, command: str, seed: int, budget: float, capture: str) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"repeat-{name}-") as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run(
             [
                 PY, "-m", "harness.cli", "check", "--server", command, "--seed", str(seed),
-                "--time-budget", str(budget), "--no-database", "--capture", "never", "--quiet",
+                "--time-budget", str(budget), "--no-database", "--capture", capture, "--quiet",
                 "--report", str(report), "--artifacts", str(Path(tmp) / "art"),
             ],
             cwd=tmp,
@@ -73,7 +75,13 @@ def one_run(name: str, command: str, seed: int, budget: float) -> dict[str, obje
             timeout=budget * 4 + 120,
             check=False,
         )
-        return json.loads(report.read_text()) if report.exists() else {"error": f"no report from {command}"}
+        if not report.exists():
+            return {"error": f"no report from {command}"}
+        found = json.loads(report.read_text())
+        if any(stats["violations"] for stats in found["properties"].values()):
+            # Kept for a look: a violation on a correct server is a false alarm to explain.
+            shutil.copytree(Path(tmp) / "art", KEPT / f"{name}-{seed}", dirs_exist_ok=True)
+        return found  # type: ignore[no-any-return]
 
 
 def main() -> int:
@@ -83,6 +91,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", action="append", choices=sorted(CORRECT))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--capture",
+        choices=("always", "never"),
+        default="always",
+        help="always (default): every script captured, graceful-fin judged on the wire too",
+    )
     ns = parser.parse_args()
     build = Path(tempfile.mkdtemp(prefix="repeat-build-"))
     subprocess.run([str(SERVERS / "build.sh"), str(build)], check=True, capture_output=True)
@@ -95,7 +109,7 @@ def main() -> int:
     jobs = [(name, command, 1000 + run) for name, command in chosen.items() for run in range(ns.runs)]
     with ThreadPoolExecutor(ns.jobs) as pool:
         for (name, _command, _seed), report in zip(
-            jobs, pool.map(lambda job: one_run(*job, ns.budget), jobs), strict=True
+            jobs, pool.map(lambda job: one_run(*job, ns.budget, ns.capture), jobs), strict=True
         ):
             row = rows[name]
             row.runs += 1

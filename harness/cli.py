@@ -50,6 +50,7 @@ from harness.model.errors import HarnessError, UsageError
 from harness.model.limits import Limits
 from harness.model.properties import GRACEFUL_FIN, PROPERTIES, Violation
 from harness.model.script import Script
+from harness.model.wording import plural
 from harness.options import (
     BY_NAME,
     DEFAULT_STARTUP_TIMEOUT,
@@ -305,9 +306,11 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
         # Said before it starts: the search has the time budget, what it found gets the shrink
         # budget on top (shrinking, reducing, confirming replays), and the scenario its own.
         what = target.template if owned else f"the server at {target.address}"
+        replays = plural(config.confirm, "replay")
+        confirm = f", then {replays} of each finding to confirm it" if config.confirm else ""
         _say(
             f"epoll-harness: checking {what} in {network.describe()}: searching for {bound}, "
-            f"then at most {config.shrink_budget:g} s more to shrink and confirm what it finds"
+            f"then at most {config.shrink_budget:g} s more to shrink what it finds{confirm}"
         )
     if bar_wanted:
         with Progress(

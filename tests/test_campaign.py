@@ -136,12 +136,12 @@ def _pytest(out: Path, server: str) -> Any:
 def test_a_campaign_against_the_reference_server_finds_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = fuzz(
-        "--server", reference_command("lt"), "--workers", "2", "--duration", "20s",
+        "--server", reference_command("lt"), "--workers", "2", "--duration", "12s",
         "--db", str(tmp_path / "corpus"), "--out", str(out), cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     got = summary(out)
-    assert got["findings"] == [] and got["examples"] >= 10, got
+    assert got["findings"] == [] and got["examples"] >= 6, got
     assert "no confirmed finding" in result.stdout
     # A log without a tty gets plain progress lines.
     assert any(line.startswith("fuzz ") and "examples" in line for line in result.stderr.splitlines())

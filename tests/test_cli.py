@@ -127,9 +127,11 @@ def test_check_fails_against_the_seed_server_and_the_reproducer_replays(tmp_path
         "--time-budget",
         "10",
         "--shrink-budget",
-        "10",
+        "5",
         "--capture",
         "never",
+        "--confirm",
+        "1",
         cwd=tmp_path,
     )
     assert result.returncode == 1, result.stdout + result.stderr

@@ -356,6 +356,8 @@ def test_a_violation_found_by_check_exits_1(tmp_path: Path) -> None:
         "5",
         "--shrink-budget",
         "2",
+        "--confirm",
+        "1",
         *QUICK,
         cwd=tmp_path,
     )
@@ -389,7 +391,8 @@ def test_a_time_budget_alone_decides_and_a_ci_log_gets_progress_lines(tmp_path: 
     assert progress, result.stderr
     assert " scripts in " in progress[0] and "/s)" in progress[0]
     # How the time is spent is said before it starts: the search's 7 s, then the shrink budget.
-    assert "searching for 7 s, then at most 60 s more to shrink and confirm" in result.stderr.splitlines()[0]
+    first = result.stderr.splitlines()[0]
+    assert "searching for 7 s, then at most 60 s more to shrink what it finds, then 3 replays" in first
     run = json.loads(report.read_text())
     assert run["examples"] != 200 and run["seconds"] >= 6.5, run  # not stopped by the old 200 scripts
     server_line = next(line for line in result.stdout.splitlines() if line.startswith("server: "))

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.mutants
 SEED = 20240605
 # The reference servers run this many examples (all of them, they must find nothing); the
 # repeat-run bench (bench/repeat_runs.py) and the mutation table run far more.
-MAX_EXAMPLES = 80
+MAX_EXAMPLES = 50
 # A mutant's search stops at its expected property or at TIME_BUDGET, not after a count:
 # a race (et_no_drain's FIN arriving before its one read) may need more examples on a
 # loaded machine than it does alone.

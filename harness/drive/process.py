@@ -187,6 +187,16 @@ def _find_prctl() -> Callable[..., int] | None:
 _PRCTL = _find_prctl()
 
 
+def terminate_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies.
+
+    A campaign's workers: a coordinator killed by SIGKILL leaves no worker
+    searching on (each then stops its own server, which has the same guard).
+    """
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _child_setup(nofile: int | None) -> None:
     """Runs in the child between fork and exec."""
     if _PRCTL is not None:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from harness.drive.process import terminate_with_parent
 from harness.model.errors import HarnessError
 from harness.model.finding import message_template, script_shape
 from harness.model.limits import DEFAULT_LIMITS, Limits
@@ -237,6 +238,7 @@ def _start_worker(config: CampaignConfig, index: int) -> subprocess.Popen[str]:
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,  # its own group: Ctrl-C reaches the coordinator, which forwards it
+            preexec_fn=terminate_with_parent,
             cwd=folder,
         )
     finally:
