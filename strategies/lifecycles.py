@@ -79,6 +79,8 @@ SLOW_CHUNK_MAX = 16 * KiB
 #: Pauses (``Pause`` steps) and read pacing, in milliseconds.
 MAX_PAUSE_MS = 20
 MAX_PACE_MS = 5
+#: Largest tail sent corked with a half-close's FIN: a request line or two, one segment.
+PIGGYBACK_MAX = 1024
 #: A chunked read of everything owed takes at most this many recv() calls.
 MAX_CHUNKED_READS = 32
 #: Sends, reads, pauses and floods between a Connect and its ending.
@@ -664,7 +666,9 @@ def _ending(draw: st.DrawFn, state: _Connection, limits: Limits, kind: Lifecycle
         _drain(draw, state, limits.allow_delays)
         state.steps.append(Close(conn))
     elif kind is LifecycleKind.HALF_CLOSE:
-        state.steps.append(ShutdownWrite(conn))
+        # One in three: the last bytes and the FIN in one segment (shrinks to a plain half-close).
+        tail = draw_payload(draw, 1, PIGGYBACK_MAX) if draw(integers(0, 2)) == 2 else None
+        state.steps.append(ShutdownWrite(conn, tail))
         chunk, pace = _pacing(draw, state.owed_max, limits.allow_delays)
         state.read_all(ReadToEof(conn, chunk=chunk, pace_ms=pace))
         state.steps.append(Close(conn))

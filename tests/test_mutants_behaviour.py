@@ -299,6 +299,23 @@ def half_close_exchange(lab: Lab, server: Server, message: bytes = b"hello\n") -
     return None
 
 
+def corked_half_close_exchange(lab: Lab, server: Server, message: bytes = b"hello\n") -> str | None:
+    """Send and half-close at once (TCP_CORK: the bytes and the FIN in one segment), then read.
+
+    The server's first event reports the input and the peer's FIN together:
+    a server that takes EPOLLRDHUP for a disconnect closes before it reads.
+    """
+    sock = lab.connect(server)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    send_all(sock, message)
+    sock.shutdown(socket.SHUT_WR)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    data, how = read_until(sock, idle=1.0, deadline=3.0)
+    if how != "eof" or data != message:
+        return f"sent {message!r} with the FIN, read {data!r}, then {how}"
+    return None
+
+
 def binary_exchange(lab: Lab, server: Server) -> str | None:
     return half_close_exchange(lab, server, b"binary\x00data\x00" * 8 + b"tail\n")
 
@@ -509,7 +526,7 @@ CASES: dict[str, Case] = {
     "no_backpressure": Case(memory_under_flood, slow=True),
     "epollout_always": Case(idle_connection_cpu, attempts=3, slow=True),
     "blocking_accepted": Case(blocked_behind_slow_reader),
-    "rdhup_early_close": Case(lambda lab, server: flood_shut_read(lab, server, 1 * MIB), attempts=3),
+    "rdhup_early_close": Case(corked_half_close_exchange),
     "eagain_no_epollout": Case(flood_shut_read, slow=True),
     "emfile_spin": Case(emfile_cpu, attempts=3, slow=True),
     "shared_output_buffer": Case(second_client_beside_slow_reader),

@@ -56,7 +56,8 @@ SEED_SERVER_PROPERTIES = frozenset({"cleanup", "idle-cpu", "half-close", "surviv
 RACY = {"seed_server": frozenset({"survives"})}
 # The same bug, seen through another property where the lab's buffers change its symptom. In the
 # network lab a receive queue holds less than one 64 KiB read, so et_no_drain's data gets through
-# edge by edge, and what stays unread is the FIN: the client's half-close is never answered.
+# edge by edge, and what stays unread is the FIN: the client's half-close is never answered (every
+# time when the last bytes and the FIN arrive in one segment, a half-close with a tail).
 SAME_BUG = {"et_no_drain": {"echo-complete": frozenset({"half-close"})}}
 
 
@@ -116,7 +117,11 @@ def _check(target: Target, tmp_path: Path) -> Result:
         "--confirm", "0",
     ]  # fmt: skip
     if target.expected:
-        command += ["--until-found", ",".join(sorted(target.expected))]
+        # In the lab a bug may show through its alias only (SAME_BUG): the search stops on that.
+        in_lab = os.geteuid() == 0
+        aliases = SAME_BUG.get(target.name, {}) if in_lab else {}
+        until = {alias for name in target.expected for alias in aliases.get(name, {name})}
+        command += ["--until-found", ",".join(sorted(until))]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=TIME_BUDGET + 240)
     assert result.returncode in (0, 1), result.stdout + result.stderr
     report = json.loads(report_path.read_text())

@@ -134,3 +134,12 @@ def test_an_injected_rst_is_seen_by_the_server() -> None:
     # The server closed its fd although our socket never sent FIN or RST itself.
     assert got["client_socket_open"] is True
     assert got["after"] == got["baseline"], got
+
+
+def test_a_half_close_with_a_tail_sends_the_bytes_and_the_fin_in_one_segment(tmp_path: Path) -> None:
+    """The edge-triggered reader that reads once per event never sees that EOF; the reference does."""
+    needs_namespaces()
+    got = lab("piggyback", str(tmp_path / "piggyback.pcap"))
+    assert got["fin_with_data"], got
+    assert got["reference"] == [], got
+    assert "half-close" in got["et_no_drain"], got

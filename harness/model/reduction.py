@@ -26,6 +26,7 @@ from harness.model.script import (
     ReadToEof,
     Script,
     Send,
+    ShutdownWrite,
     Step,
 )
 
@@ -90,6 +91,8 @@ def _plainer(step: Step) -> Iterator[Step]:
             yield replace(step, fragments=())
         if step.delay_ms:
             yield replace(step, delay_ms=0)
+    elif isinstance(step, ShutdownWrite) and step.payload is not None:
+        yield replace(step, payload=None)  # a plain half-close, if the FIN's company was not the point
     elif isinstance(step, Flood):
         if step.size > 1:
             yield replace(step, size=step.size // 2)

@@ -183,10 +183,17 @@ class Pause:
 
 @dataclass(frozen=True)
 class ShutdownWrite:
-    """Half-close: ``shutdown(SHUT_WR)``; the connection can still read."""
+    """Half-close: ``shutdown(SHUT_WR)``; the connection can still read.
+
+    With a ``payload``, those bytes go first, corked, so that they and the
+    FIN leave in one segment (an HTTP/1.0 client's request and close): the
+    server's first EPOLLIN then finds data and EOF queued together, and an
+    edge-triggered server that reads once per event never sees the EOF.
+    """
 
     op: ClassVar[str] = "shutdown_wr"
     conn: int
+    payload: Payload | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +315,8 @@ class Script:
         for s in self.steps:
             if isinstance(s, Send):
                 total += len(s.payload)
+            elif isinstance(s, ShutdownWrite):
+                total += len(s.payload) if s.payload is not None else 0
             elif isinstance(s, Flood):
                 total += s.size
             elif isinstance(s, BurstConnect):

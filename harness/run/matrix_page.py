@@ -369,6 +369,11 @@ def step_words(step: Step) -> str:
     if isinstance(step, Pause):
         return f"Wait {step.ms} ms."
     if isinstance(step, ShutdownWrite):
+        if step.payload is not None:
+            return (
+                f"Connection {step.conn} sends {_payload_words(step.payload)} and half-closes at once: "
+                "the bytes and the FIN leave in one segment; it can still read."
+            )
         return f"Connection {step.conn} half-closes: shutdown(SHUT_WR) sends FIN; it can still read."
     if isinstance(step, Close):
         return f"Connection {step.conn} closes (with echo left unread the kernel sends RST instead of FIN)."

@@ -129,6 +129,29 @@ def injected_reset() -> dict[str, object]:
     }
 
 
+def piggyback(pcap: str) -> dict[str, object]:
+    """A half-close with a tail: the tail and the FIN must leave in one segment; et_no_drain misses it."""
+    import shlex
+
+    from server_under_test.mutants import by_name
+
+    enter_private_netns()
+    script = Script(
+        (Connect(0), ShutdownWrite(0, Payload.of(b"GET / HTTP/1.0\r\n\r\n")), ReadToEof(0), Close(0))
+    )
+    replayed = replay_with_capture(reference_command("et"), script, DEFAULT_LIMITS, Path(pcap))
+    from scapy.utils import rdpcap
+
+    segments = segments_of(rdpcap(pcap), _server_port(Path(pcap)))
+    mutant = shlex.join(by_name("et_no_drain").argv(host="{host}"))
+    missed = replay_with_capture(mutant, script, DEFAULT_LIMITS, Path(pcap).with_suffix(".mutant.pcap"))
+    return {
+        "reference": [v.property_name for v in replayed.violations],
+        "fin_with_data": any(not s.from_server and s.flags & 0x01 and s.length == 18 for s in segments),
+        "et_no_drain": [v.property_name for v in missed.violations],
+    }
+
+
 def reset_after_flood(pcap_dir: str) -> dict[str, object]:
     """Flood, read, forge an RST toward the server, three times: the case a lossy capture misjudged.
 
@@ -217,6 +240,7 @@ def capture_drops() -> dict[str, object]:
 
 EXPERIMENTS = {
     "reset-after-flood": reset_after_flood,
+    "piggyback": piggyback,
     "capture-filter": capture_filter,
     "capture-drops": capture_drops,
     "buffers": buffers,

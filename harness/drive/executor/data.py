@@ -153,8 +153,17 @@ class DataSteps(Waits):
             return
         if self._pending_in_server(client) > 0:
             self.transcript.evidence.add("half-close with output pending in the server")
+        corked = step.payload is not None
         try:
+            if step.payload is not None:
+                # Corked: the bytes wait in the send queue and the FIN joins their segment.
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                if not self._send_all(client, step.payload.materialize(step.conn)):
+                    return
             client.sock.shutdown(socket.SHUT_WR)
+            if corked:
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                self.transcript.evidence.add("data and FIN in one segment")
         except OSError as exc:
             self._broken(client, exc)
             return
