@@ -87,3 +87,20 @@ def test_a_capture_that_overflowed_counts_its_losses() -> None:
     needs_namespaces()
     got = lab("capture-drops")
     assert got["dropped"] > 0, got
+
+
+def test_the_clients_reset_of_an_echo_it_closed_against_is_not_the_servers_fault() -> None:
+    """The client closes with echo still owed; the server flushes it and its FIN; the client resets."""
+    c, s = 1000, 5000
+    segments = [
+        Segment(0.0, False, 40000, SYN, c, 0, 64, 0),
+        Segment(0.1, True, 40000, SYN | ACK, s, c + 1, 64, 0),
+        Segment(0.2, False, 40000, ACK, c + 1, s + 1, 64, 0),
+        Segment(0.3, False, 40000, ACK, c + 1, s + 1, 64, 100),
+        Segment(0.4, False, 40000, FIN | ACK, c + 101, s + 1, 64, 0),  # closed, the echo unread
+        Segment(0.5, True, 40000, ACK, s + 1, c + 102, 64, 100),  # the echo it still owed
+        Segment(0.5, True, 40000, FIN | ACK, s + 101, c + 102, 64, 0),
+        Segment(0.6, False, 40000, RST, c + 102, 0, 0, 0),  # data for a closed socket
+    ]
+    assert not has_hole(segments)
+    assert judge_graceful_fin(segments) == []
