@@ -50,9 +50,10 @@ FUZZ_EPILOG = """\
 Each worker is a process with its own server and, when permitted, its own
 network namespace; each draws different scripts. The example database is
 replayed first, so a campaign resumes where the last one stopped; several
-machines pool one corpus with --db redis://HOST:PORT/N. A bug found by many
-workers is one finding (its property and what it says about the server),
-confirmed by replays, with the smallest script any worker found.
+machines pool one corpus with --db redis://HOST:PORT/N. There is one finding
+per property, whichever workers found it, confirmed by replays, with the
+smallest script any worker found; a script that violates several properties is
+one finding that names them all.
 
 outputs in --out:
   findings/repro-*.json   one reproducer per distinct finding (and its .pcap)

@@ -33,6 +33,7 @@ from harness.drive.process import reference_command
 from harness.model.finding import message_template, script_shape
 from harness.model.script import Close, Connect, Payload, ReadToEof, Script, Send, ShutdownWrite
 from harness.run.corpus import CountingDatabase, SaveOnlyDatabase
+from tests.test_exit_status import harness
 
 pytestmark = pytest.mark.slow
 
@@ -42,15 +43,8 @@ SEED_SERVER = f"{PY} -m server_under_test.seed_server --port {{port}}"
 SEED_PROPERTIES = {"half-close", "cleanup", "idle-cpu", "survives", "accept-robust", "echo-complete"}
 
 
-def fuzz(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "fuzz", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+def fuzz(*args: str, cwd: Path, timeout: float = 300) -> Any:
+    return harness("fuzz", *args, cwd=cwd, timeout=timeout)
 
 
 def summary(out: Path) -> dict[str, Any]:

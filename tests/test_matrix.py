@@ -267,22 +267,10 @@ def test_a_matrix_run_its_shards_and_their_merge(tmp_path: Path) -> None:
         tmp_path / "changed.toml",
         SERVERS.replace('notes = "correct"', 'notes = "correct"\nexpected = { "echo-exact" = "fail" }'),
     )
-    shards = [
+    command = [sys.executable, "-m", "harness.matrix_cli", "matrix", str(changed), "--jobs", "1", *RUN_ARGS]
+    shards = [  # at once, as two machines of a CI job matrix would
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "harness.matrix_cli",
-                "matrix",
-                str(changed),
-                "--shard",
-                f"{k}/2",
-                "--out",
-                f"part{k}",
-                "--jobs",
-                "1",
-                *RUN_ARGS,
-            ],
+            [*command, "--shard", f"{k}/2", "--out", f"part{k}"],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -12,11 +12,9 @@ Skipped only when chromium is not installed (``.ci/run`` installs it:
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -26,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from harness.model.properties import PROPERTIES
+from tests.test_matrix import CHECKED, RUN_ARGS, SERVERS, matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,18 +32,6 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run does)"
 )
 
-SERVERS = """\
-[[server]]
-name = "reference"
-command = "{python} -m server_under_test --port {port}"
-
-[[server]]
-name = "ignores EOF"
-command = "{python} -m server_under_test.mutants.ignore_eof --port {port}"
-notes = "EOF ignored: the socket is never closed (CLOSE_WAIT)"
-expected = { "cleanup" = "fail" }
-"""
-CHECKED = "echo-exact,echo-complete,cleanup,survives"
 # The page's colours (harness/run/matrix_page.py): pass and fail backgrounds.
 PASS_RGB = (0xCD, 0xEB, 0xD3)
 FAIL_RGB = (0xF9, 0xC9, 0xCE)
@@ -202,21 +189,8 @@ def local_target(page: Path, href: str) -> Path:
 def test_the_page_in_a_headless_browser(tmp_path: Path) -> None:
     servers = tmp_path / "servers.toml"
     servers.write_text(SERVERS)
-    options = (
-        "--jobs 2 --budget 60 --max-examples 40 --scripts short --shrink-budget 2 --seed 1 --capture failures"
-    )
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "harness.matrix_cli", "matrix", str(servers), "--out", "out"),
-            *options.split(),
-            *("--no-scenarios", "--until-expected", "--only", CHECKED),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    # The same matrix as tests/test_matrix.py runs: the reference server and one known bug.
+    run = matrix(str(servers), "--out", "out", "--jobs", "2", *RUN_ARGS, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     index = tmp_path / "out" / "index.html"
     profile = tmp_path / "profile"
@@ -236,7 +210,7 @@ def test_the_page_in_a_headless_browser(tmp_path: Path) -> None:
         for cell in cells:
             assert cell.attrs["data-verdict"] in cell.content()  # the word is shown, not only coloured
             verdicts[row.attrs["data-server"], cell.attrs["data-property"]] = cell
-    assert {verdicts["reference", p].attrs["data-verdict"] for p in CHECKED.split(",")} == {"pass"}
+    assert {verdicts["reference", p].attrs["data-verdict"] for p in CHECKED} == {"pass"}
     assert verdicts["reference", "idle-cpu"].attrs["data-verdict"] == "skipped"
     failing = verdicts["ignores EOF", "cleanup"]
     assert failing.attrs["data-verdict"] == "fail" and failing.attrs["data-matches"] == "true"

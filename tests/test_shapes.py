@@ -23,7 +23,7 @@ SERVERS = Path(__file__).resolve().parent / "programs" / "servers"
 PY = sys.executable
 # Short runs here (bench/repeat_runs.py checks the same servers 5 times with 60 s budgets).
 CORRECT_BUDGET = ["--time-budget", "6", "--shrink-budget", "6", "--max-examples", "40"]
-BUGGY_BUDGET = ["--time-budget", "30", "--shrink-budget", "16", "--confirm", "1"]
+BUGGY_BUDGET = ["--time-budget", "30", "--shrink-budget", "8", "--confirm", "1"]
 SEED = "7"
 
 pytestmark = pytest.mark.slow

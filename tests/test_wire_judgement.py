@@ -17,15 +17,23 @@ import pytest
 from harness.drive.wire import ACK, FIN, RST, SYN, Segment, has_hole, judge_graceful_fin
 from tests.test_network_lab import lab, needs_namespaces
 
+C, S = 1000, 5000  # the client's and the server's initial sequence numbers
+
+
+def handshake_and_100_bytes() -> list[Segment]:
+    return [
+        Segment(0.0, False, 40000, SYN, C, 0, 64, 0),
+        Segment(0.1, True, 40000, SYN | ACK, S, C + 1, 64, 0),
+        Segment(0.2, False, 40000, ACK, C + 1, S + 1, 64, 0),
+        Segment(0.3, False, 40000, ACK, C + 1, S + 1, 64, 100),
+    ]
+
 
 def flow(*, lose_data: bool = False, forged: bool | None = None) -> list[Segment]:
     """A flow the server ends with RST after the client's FIN; the forged RST before it if asked."""
-    c, s = 1000, 5000
+    c, s = C, S
     segments = [
-        Segment(0.0, False, 40000, SYN, c, 0, 64, 0),
-        Segment(0.1, True, 40000, SYN | ACK, s, c + 1, 64, 0),
-        Segment(0.2, False, 40000, ACK, c + 1, s + 1, 64, 0),
-        Segment(0.3, False, 40000, ACK, c + 1, s + 1, 64, 100),
+        *handshake_and_100_bytes(),
         Segment(0.4, True, 40000, ACK, s + 1, c + 101, 64, 100),
         Segment(0.5, False, 40000, ACK, c + 101, s + 101, 64, 300),
     ]
@@ -91,12 +99,9 @@ def test_a_capture_that_overflowed_counts_its_losses() -> None:
 
 def test_the_clients_reset_of_an_echo_it_closed_against_is_not_the_servers_fault() -> None:
     """The client closes with echo still owed; the server flushes it and its FIN; the client resets."""
-    c, s = 1000, 5000
+    c, s = C, S
     segments = [
-        Segment(0.0, False, 40000, SYN, c, 0, 64, 0),
-        Segment(0.1, True, 40000, SYN | ACK, s, c + 1, 64, 0),
-        Segment(0.2, False, 40000, ACK, c + 1, s + 1, 64, 0),
-        Segment(0.3, False, 40000, ACK, c + 1, s + 1, 64, 100),
+        *handshake_and_100_bytes(),
         Segment(0.4, False, 40000, FIN | ACK, c + 101, s + 1, 64, 0),  # closed, the echo unread
         Segment(0.5, True, 40000, ACK, s + 1, c + 102, 64, 100),  # the echo it still owed
         Segment(0.5, True, 40000, FIN | ACK, s + 101, c + 102, 64, 0),
@@ -104,3 +109,39 @@ def test_the_clients_reset_of_an_echo_it_closed_against_is_not_the_servers_fault
     ]
     assert not has_hole(segments)
     assert judge_graceful_fin(segments) == []
+
+
+def test_a_port_reused_for_a_new_connection_is_judged_as_two_connections() -> None:
+    """Loopback reuses a port in TIME_WAIT: the first connection's reset must not excuse the next."""
+    first = [*handshake_and_100_bytes(), Segment(0.4, False, 40000, RST, C + 101, 0, 0, 0)]
+    again = [
+        Segment(0.7, False, 40000, SYN, 9000, 0, 64, 0),
+        Segment(0.7, True, 40000, SYN | ACK, 7000, 9001, 64, 0),
+        Segment(0.7, False, 40000, ACK, 9001, 7001, 64, 0),
+        Segment(0.8, True, 40000, RST, 7001, 0, 0, 0),  # the server resets, unprovoked
+    ]
+    assert judge_graceful_fin(first) == []
+    found = judge_graceful_fin(first + again)
+    assert [v.message for v in found] == [
+        "client port 40000: the server reset the connection while the client had not"
+    ]
+
+
+def test_a_reset_answering_a_stray_segment_after_the_close_completed_is_not_judged() -> None:
+    """Seen on a correct fork-per-connection server: both FINs acknowledged, then a stray ACK
+    from the server, the client's TIME_WAIT answers, and the server's kernel (no socket) resets."""
+    segments = [
+        Segment(0.0, False, 40000, SYN, C, 0, 64, 0),
+        Segment(0.0, True, 40000, SYN | ACK, S, C + 1, 64, 0),
+        Segment(0.0, False, 40000, ACK, C + 1, S + 1, 64, 0),
+        Segment(0.1, False, 40000, FIN | ACK, C + 1, S + 1, 64, 0),
+        Segment(0.2, True, 40000, FIN | ACK, S + 1, C + 2, 64, 0),
+        Segment(0.2, False, 40000, ACK, C + 2, S + 2, 64, 0),  # the close is complete
+        Segment(0.3, True, 40000, ACK, S + 1, C + 2, 64, 0),
+        Segment(0.3, False, 40000, ACK, C + 2, S + 2, 64, 0),
+        Segment(0.3, True, 40000, RST, S + 2, 0, 0, 0),
+    ]
+    assert judge_graceful_fin(segments) == []
+    # Before the client acknowledged the server's FIN, the same RST aborts the close: judged.
+    aborted = [*segments[:5], Segment(0.2, True, 40000, RST, S + 2, 0, 0, 0)]
+    assert [v.property_name for v in judge_graceful_fin(aborted)] == ["graceful-fin"]

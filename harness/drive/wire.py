@@ -104,11 +104,8 @@ def judge_graceful_fin(
     judged, it blamed correct servers for the RST that answered a FIN after
     a forged reset the capture had missed.
     """
-    flows: dict[int, _Flow] = {}
-    for seg in segments:
-        flows.setdefault(seg.client_port, _Flow()).segments.append(seg)
     found = []
-    for port, flow in flows.items():
+    for port, flow in _flows(segments):
         first = flow.segments[0]
         if port in ignore_ports or first.from_server or not first.flags & SYN or first.flags & ACK:
             continue
@@ -120,9 +117,30 @@ def judge_graceful_fin(
     return found
 
 
+def _flows(segments: list[Segment]) -> list[tuple[int, _Flow]]:
+    """The connections in the capture, by client port; a port reused for a new connection
+    (a client SYN with a new initial sequence number: loopback reuses ports in TIME_WAIT) starts
+    a flow of its own, so that one connection's close is never judged with the next one's reset."""
+    flows: list[tuple[int, _Flow]] = []
+    current: dict[int, tuple[_Flow, int | None]] = {}
+    for seg in segments:
+        opening = not seg.from_server and seg.flags & SYN and not seg.flags & ACK
+        flow, isn = current.get(seg.client_port, (None, None))
+        if flow is None or (opening and isn is not None and seg.seq != isn):
+            flow = _Flow()
+            flows.append((seg.client_port, flow))
+            isn = None
+        if opening:
+            isn = seg.seq
+        current[seg.client_port] = (flow, isn)
+        flow.segments.append(seg)
+    return flows
+
+
 def _judge_flow(segments: list[Segment]) -> str | None:
-    client_fin = server_fin = client_rst = False
+    client_fin = server_fin = client_rst = closed = False
     server_data_end: int | None = None  # sequence number after the server's last byte
+    server_fin_end: int | None = None  # the sequence number the client acknowledges the FIN with
     for seg in segments:
         if seg.forged:
             # Ours: from then on either side may reset, answering the other.
@@ -130,7 +148,9 @@ def _judge_flow(segments: list[Segment]) -> str | None:
             continue
         if seg.from_server:
             if seg.flags & RST:
-                if client_rst:
+                if client_rst or closed:
+                    # closed: both FINs were acknowledged, the server's socket is gone, and its
+                    # kernel answers a stray segment (a duplicate ACK from the client's TIME_WAIT).
                     continue
                 if client_fin and server_fin:
                     return "the server sent RST after a graceful close by both sides"
@@ -143,6 +163,7 @@ def _judge_flow(segments: list[Segment]) -> str | None:
                 if server_data_end is not None and seg.seq + seg.length < server_data_end:
                     return "the server's FIN came before the end of the data it had sent"
                 server_fin = True
+                server_fin_end = (seg.seq + seg.length + 1) & 0xFFFFFFFF
         else:
             if seg.flags & RST:
                 # The client's own stack resets only when data reaches a socket it closed: the
@@ -151,6 +172,8 @@ def _judge_flow(segments: list[Segment]) -> str | None:
                 client_rst = True
             if seg.flags & FIN:
                 client_fin = True
+            if client_fin and seg.flags & ACK and seg.ack == server_fin_end:
+                closed = True  # the client acknowledged the server's FIN after its own: all done
     return None
 
 
