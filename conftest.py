@@ -16,3 +16,16 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("epoll_harness_netns") is None:
         config.option.epoll_harness_netns = False
+
+
+# The longest tests first (stable otherwise): xdist hands tests out in collection order, and a
+# long test handed out last keeps the other workers idle until it ends.
+LONG_FIRST = ("test_separate_project.py", "test_campaign.py", "test_mutation_selftest.py", "test_shapes.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)
