@@ -145,3 +145,19 @@ def test_a_reset_answering_a_stray_segment_after_the_close_completed_is_not_judg
     # Before the client acknowledged the server's FIN, the same RST aborts the close: judged.
     aborted = [*segments[:5], Segment(0.2, True, 40000, RST, S + 2, 0, 0, 0)]
     assert [v.property_name for v in judge_graceful_fin(aborted)] == ["graceful-fin"]
+
+
+def test_a_reset_from_a_full_listen_queue_is_left_to_accept_robust() -> None:
+    """socat's backlog of 5 under a burst: a SYN retried, data sent, the kernel resets it."""
+    refused = [
+        Segment(0.0, False, 40000, SYN, C, 0, 64, 0),
+        Segment(1.0, False, 40000, SYN, C, 0, 64, 0),  # the first SYN found no room
+        Segment(1.0, True, 40000, SYN | ACK, S, C + 1, 64, 0),
+        Segment(1.0, False, 40000, ACK, C + 1, S + 1, 64, 0),
+        Segment(1.1, False, 40000, ACK, C + 1, S + 1, 64, 100),
+        Segment(1.1, True, 40000, RST, S + 1, 0, 0, 0),
+    ]
+    assert judge_graceful_fin(refused) == []
+    # Without the retried handshake the same reset is the server's own: judged.
+    accepted_then_reset = [refused[0], *refused[2:]]
+    assert [v.property_name for v in judge_graceful_fin(accepted_then_reset)] == ["graceful-fin"]

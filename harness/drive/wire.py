@@ -109,7 +109,7 @@ def judge_graceful_fin(
         first = flow.segments[0]
         if port in ignore_ports or first.from_server or not first.flags & SYN or first.flags & ACK:
             continue
-        if has_hole(flow.segments):
+        if has_hole(flow.segments) or refused_by_a_full_backlog(flow.segments):
             continue
         problem = _judge_flow(flow.segments)
         if problem is not None:
@@ -175,6 +175,28 @@ def _judge_flow(segments: list[Segment]) -> str | None:
             if client_fin and seg.flags & ACK and seg.ack == server_fin_end:
                 closed = True  # the client acknowledged the server's FIN after its own: all done
     return None
+
+
+def refused_by_a_full_backlog(segments: list[Segment]) -> bool:
+    """Did the server's kernel reset a connection its full listen queue never let the server accept?
+
+    The handshake needed a retransmission (a SYN or SYN-ACK sent twice: the
+    queue had no room), and the server sent neither data nor FIN before its
+    RST. A burst against a small backlog (socat's is 5) makes these: the
+    burst's own verdict (accept-robust) judges them, not graceful-fin.
+    """
+    syns = synacks = 0
+    for seg in segments:
+        if seg.from_server:
+            if seg.flags & SYN:
+                synacks += 1
+            elif seg.length or seg.flags & FIN:
+                return False
+            elif seg.flags & RST:
+                return syns > 1 or synacks > 1
+        elif seg.flags & SYN:
+            syns += 1
+    return False
 
 
 def has_hole(segments: list[Segment]) -> bool:
