@@ -18,8 +18,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.epoll_harness_netns = False
 
 
-# The longest tests first (stable otherwise): xdist hands tests out in collection order, and a
-# long test handed out last keeps the other workers idle until it ends.
+# The longest tests first (stable otherwise): xdist hands tests out one at a time in collection
+# order (--maxschedchunk 1 in pyproject.toml), so a long test never starts last and keeps the other
+# worker idle until it ends.
 LONG_FIRST = ("test_separate_project.py", "test_campaign.py", "test_mutation_selftest.py", "test_shapes.py")
 
 
