@@ -594,8 +594,11 @@ def _send(
     # match by chance, and bulk costs one choice. Now and then a head of bytes
     # servers treat specially (CR LF, NUL, invalid UTF-8, runs of one byte)
     # comes first, drawn so that the shrinker cuts it down to what matters.
-    head = draw_head(draw)
-    size = (draw_edge_size if at_edge else draw_plain_size)(draw, min_size, max(min_size, max_size))
+    head = draw_head(draw)[:max_size]
+    # The head counts toward the payload's size: head and bulk together stay within max_size.
+    room = max_size - len(head)
+    low = min(room, max(0, min_size - len(head)))
+    size = (draw_edge_size if at_edge else draw_plain_size)(draw, low, room)
     payload = Payload(head, size, state.seed() if size else 0)
     state.steps.append(_send_step(draw, state.conn, payload, allow_delays))
     state.owed_exact += len(payload)
