@@ -205,6 +205,14 @@ def test_attach_with_pid_observes_the_process(tmp_path: Path) -> None:
     assert report["properties"]["cleanup"]["examples"] >= 1
 
 
+def _cmdline(process: psutil.Process) -> str:
+    """A process's command line; empty for one that is gone or a zombie (a restart's old server)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _start_check(tmp_path: Path) -> tuple[subprocess.Popen[str], psutil.Process]:
     proc = subprocess.Popen(
         [
@@ -225,7 +233,7 @@ def _start_check(tmp_path: Path) -> tuple[subprocess.Popen[str], psutil.Process]
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        servers = [p for p in descendants_of(proc.pid) if "server_under_test" in " ".join(p.cmdline())]
+        servers = [p for p in descendants_of(proc.pid) if "server_under_test" in _cmdline(p)]
         if servers:
             time.sleep(0.5)  # let it get into the examples
             return proc, servers[0]
