@@ -71,6 +71,7 @@ from harness.run.report import Reproducer, RunReport
 from harness.run.runner import (
     DEFAULT_MAX_EXAMPLES,
     DEFAULT_TIME_BUDGET,
+    UNBOUNDED,
     CheckConfig,
     Interrupted,
     StopSignal,
@@ -84,7 +85,6 @@ EXIT_VIOLATION = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
-UNBOUNDED = 10**9  # max_examples when only the time budget bounds the search
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 DESCRIPTION = """\

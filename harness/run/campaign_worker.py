@@ -38,6 +38,7 @@ from harness.run.corpus import open_corpus
 from harness.run.lab import replay_with_capture
 from harness.run.report import Reproducer, RunReport, ViolationRecord
 from harness.run.runner import (
+    UNBOUNDED,
     CheckConfig,
     Interrupted,
     StopSignal,
@@ -47,7 +48,6 @@ from harness.run.runner import (
 )
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines
-UNBOUNDED = 10**9  # max_examples: the time decides
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ from harness.run.verdict import enforce
 DEFAULT_MAX_EXAMPLES = 200
 DEFAULT_TIME_BUDGET = 60.0
 DEFAULT_SHRINK_BUDGET = 60.0
+UNBOUNDED = 10**9  # max_examples when only the time budget bounds the search
 DEFAULT_CONFIRM = 3
 CONFIRM_RESERVE = 2.0  # seconds kept per failure for its confirming replays when the reducer runs
 DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
