@@ -421,8 +421,8 @@ def _queue_seq(sock: Any, queue: int) -> int:
         sock.setsockopt(socket_module.IPPROTO_TCP, TCP_REPAIR, 0)
 
 
-def forged_packets(sock: Any, toward: str) -> list[Any]:
-    """The packets (scapy) that reset ``sock``'s connection toward one side, in sending order.
+def forged_packets(sock: Any, toward: str) -> list[tuple[str, bytes]]:
+    """The IPv4 packets that reset ``sock``'s connection toward one side: (destination, bytes), in order.
 
     Toward the server: one RST whose sequence number is the client's
     ``snd_nxt`` (``write_seq`` less what is queued but unsent). On loopback
@@ -436,11 +436,13 @@ def forged_packets(sock: Any, toward: str) -> list[Any]:
     find out at its next zero-window probe, seconds away once the persist
     timer has backed off. With it, the server sends at once, the client's
     stack (no socket any more) answers RST, and the server sees ECONNRESET.
+
+    Built by hand (:func:`tcp_packet`): scapy took 8 ms to build two packets
+    and 11 ms to open and close its raw socket, a third of a forged reset's
+    cost in a campaign (``bench/example_time.py``).
     """
     import fcntl
     import struct
-
-    from scapy.layers.inet import IP, TCP
 
     client_ip, client_port = sock.getsockname()[:2]
     server_ip, server_port = sock.getpeername()[:2]
@@ -450,30 +452,73 @@ def forged_packets(sock: Any, toward: str) -> list[Any]:
         client_acked = _queue_seq(sock, TCP_RECV_QUEUE)
     except OSError as exc:
         raise InjectionUnavailable(f"cannot read the connection's sequence numbers: {exc.strerror}") from exc
-    to_server = IP(src=client_ip, dst=server_ip, id=FORGED_IP_ID)
     if toward == "server":
-        return [to_server / TCP(sport=client_port, dport=server_port, flags="R", seq=client_next)]
-    to_client = IP(src=server_ip, dst=client_ip, id=FORGED_IP_ID)
+        return [(server_ip, tcp_packet(client_ip, server_ip, client_port, server_port, RST, client_next))]
     return [
-        to_client / TCP(sport=server_port, dport=client_port, flags="R", seq=client_acked),
-        to_server
-        / TCP(
-            sport=client_port, dport=server_port, flags="A", seq=client_next, ack=client_acked, window=WINDOW
+        (client_ip, tcp_packet(server_ip, client_ip, server_port, client_port, RST, client_acked)),
+        (
+            server_ip,
+            tcp_packet(
+                client_ip, server_ip, client_port, server_port, ACK, client_next, client_acked, WINDOW
+            ),
         ),
     ]
 
 
+RST = 0x04
+ACK = 0x10
+
+
+def tcp_packet(
+    src: str, dst: str, sport: int, dport: int, flags: int, seq: int, ack: int = 0, window: int = 8192
+) -> bytes:
+    """An IPv4 packet holding one TCP segment with no payload, checksums filled in, IP id FORGED_IP_ID."""
+    import socket as socket_module
+    import struct
+
+    source, destination = socket_module.inet_aton(src), socket_module.inet_aton(dst)
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
+    pseudo = source + destination + struct.pack("!BBH", 0, socket_module.IPPROTO_TCP, len(header))
+    tcp = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(tcp),
+        FORGED_IP_ID,
+        0,
+        64,
+        socket_module.IPPROTO_TCP,
+        0,
+        source,
+        destination,
+    )
+    return ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:] + tcp
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
+    import struct
+
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def inject_reset(sock: Any, toward: str) -> None:
-    """Send forged packets that reset ``sock``'s connection, through a raw IP socket."""
-    from scapy.supersocket import L3RawSocket
+    """Send forged packets that reset ``sock``'s connection, through a raw IP socket (IP_HDRINCL)."""
+    import socket as socket_module
 
     packets = forged_packets(sock, toward)
     try:
-        raw = L3RawSocket()
+        raw = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_RAW, socket_module.IPPROTO_RAW)
     except OSError as exc:
         raise InjectionUnavailable(f"cannot open a raw socket: {exc.strerror}") from exc
     try:
-        for packet in packets:
-            raw.send(packet)
+        for destination, packet in packets:
+            raw.sendto(packet, (destination, 0))
     finally:
         raw.close()

@@ -98,32 +98,42 @@ def pattern_bytes(size: int, seed: int, conn: int) -> bytes:
 
 
 FLOOD_BLOCK = 1 << 20
+FLOOD_STEP = 1 << 16  # a multiple of 4: randbytes() continues a stream only in whole words
 
 
 class FloodBytes:
-    """A flood's bytes, made one :data:`FLOOD_BLOCK` at a time as they are asked for.
+    """A flood's bytes, made as they are asked for, in blocks of :data:`FLOOD_BLOCK`.
 
     Deterministic per (seed, connection) like :func:`pattern_bytes`, and a
-    stream of its own: a flood's bytes never equal a Send pattern's.
+    stream of its own: a flood's bytes never equal a Send pattern's. Each
+    block is one seeded stream, generated only as far as the flood got (a
+    flood that fills a bounded server's pipe after 300 KiB made a whole MiB,
+    a few ms per flood): :meth:`random.Random.randbytes` continues a stream
+    word by word, so a block made in :data:`FLOOD_STEP` pieces is the same
+    bytes as one made at once.
     """
 
     def __init__(self, seed: int, conn: int) -> None:
         self._seed = seed
         self._conn = conn
         self._index = -1
-        self._block = b""
+        self._stream = random.Random()
+        self._made = bytearray()
 
-    def _load(self, index: int) -> bytes:
+    def _extend(self, index: int, end: int) -> None:
         if index != self._index:
-            stream = random.Random(f"epoll-harness:flood:{self._seed}:{self._conn}:{index}")
-            self._block = stream.randbytes(FLOOD_BLOCK).translate(_BULK)
+            self._stream = random.Random(f"epoll-harness:flood:{self._seed}:{self._conn}:{index}")
+            self._made = bytearray()
             self._index = index
-        return self._block
+        while len(self._made) < end:
+            self._made += self._stream.randbytes(FLOOD_STEP).translate(_BULK)
 
     def slice(self, offset: int, size: int) -> bytes:
         """``size`` bytes from ``offset`` (within one block, so at most up to its end)."""
         index, start = divmod(offset, FLOOD_BLOCK)
-        return self._load(index)[start : start + min(size, FLOOD_BLOCK - start)]
+        end = start + min(size, FLOOD_BLOCK - start)
+        self._extend(index, end)
+        return bytes(self._made[start:end])
 
 
 # -- steps ------------------------------------------------------------------

@@ -279,6 +279,18 @@ class Checker:
             self._backlog = listen_backlog(self.address[1])
         return self.observer.accept_queue(self.address[1], self._backlog)
 
+    def caught_up(self) -> bool:
+        """The server has read all it was sent and waits (see :meth:`ServerObserver.caught_up`)."""
+        return self.observer is not None and self.observer.caught_up(self.address[1])
+
+    def asleep(self) -> bool:
+        """The server sleeps until an event comes (see :meth:`ServerObserver.asleep`)."""
+        return self.observer is not None and self.observer.asleep()
+
+    def stopped_reading(self, client: Client) -> bool:
+        """The server holds ``client``'s bytes unread while asleep for good (see ServerObserver)."""
+        return self.observer is not None and self.observer.stopped_reading(self.address[1], client.port)
+
     def blocked_on(self, executor: Connections, stalled: Client) -> str | None:
         """A server thread asleep in a write to another client's socket, twice STALL_RESAMPLE apart.
 

@@ -40,6 +40,15 @@ class ServerWatch(Protocol):
     def accept_queue(self) -> AcceptQueue | None:
         """The server's listen backlog now: connections waiting for accept(), and the limit."""
 
+    def caught_up(self) -> bool:
+        """Has the server read all it was sent and gone back to waiting for events?"""
+
+    def asleep(self) -> bool:
+        """Does the server sleep until an event comes (no timer, not running, not blocked)?"""
+
+    def stopped_reading(self, client: Client) -> bool:
+        """Has the server stopped reading ``client`` for good (bytes waiting, the server asleep)?"""
+
 
 @dataclass
 class Client:
@@ -191,6 +200,7 @@ class Connections:
         client.sock.close()
         client.closed = True
         self.oracle.client_gone(client.conn)
+
 
 def bytes_queued_in(sock: socket.socket) -> int:
     """Bytes waiting in the socket's receive queue (SIOCINQ)."""

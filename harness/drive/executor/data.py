@@ -12,6 +12,11 @@ from harness.model.script import Flood, FloodBytes, Pause, Read, ReadToEof, Send
 from harness.model.transcript import EOF_MISSING, FLOOD, HOL_STALLED, READ_STALLED, SEND_FAILED
 
 FLOOD_CHUNK = 64 * 1024
+# After EAGAIN a flood asks the server's state this often (see DataSteps._pipe_full).
+FULL_CHECK_SLICE = 0.005
+# While a delay waits for the server to catch up, it looks this often (backing off to the max).
+CATCH_UP_POLL = 0.0002
+CATCH_UP_POLL_MAX = 0.002
 
 
 class DataSteps(Waits):
@@ -25,7 +30,7 @@ class DataSteps(Waits):
         pieces = cut(data, step.fragments)
         for i, piece in enumerate(pieces):
             if i and step.delay_ms:
-                time.sleep(step.delay_ms / 1000)
+                self._give_time(step.delay_ms)
             if not self._send_all(client, piece):
                 return
 
@@ -103,7 +108,7 @@ class DataSteps(Waits):
                 try:
                     sent = client.sock.send(chunk)
                 except BlockingIOError:
-                    if not sel.select(self.limits.flood_stall):
+                    if self._pipe_full(client, sel):
                         full = True  # nothing moves: every buffer on the way is full
                         break
                     continue
@@ -125,6 +130,25 @@ class DataSteps(Waits):
             self._note_pending()
             self.checkpoint("flood", self)
 
+    def _pipe_full(self, client: Client, sel: selectors.BaseSelector) -> bool:
+        """After EAGAIN: does nothing move any more between the flooding client and the server?
+
+        Nothing moves when the socket stays unwritable for ``flood_stall``; or,
+        sooner, when the server has stopped reading this client for good (its
+        bytes wait in the server's socket while every server thread sleeps
+        until an event comes). A pipe that fills took 0.15 s a flood to call
+        full that way: half of a campaign example's time (bench/example_time.py).
+        """
+        deadline = time.monotonic() + self.limits.flood_stall
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if sel.select(min(FULL_CHECK_SLICE, left)):
+                return False
+            if self.watch is not None and self.watch.stopped_reading(client):
+                return True
+
     def _read(self, step: Read) -> None:
         client = self._live(step.conn)
         if client is None or client.eof or client.reset:
@@ -145,7 +169,32 @@ class DataSteps(Waits):
         client.flooded = 0
 
     def _pause(self, step: Pause) -> None:
-        time.sleep(step.ms / 1000)
+        self._give_time(step.ms)
+
+    def _give_time(self, ms: int) -> None:
+        """Give the server up to ``ms`` to handle what it was sent, before the script goes on.
+
+        A delay between fragments, or a pause, is there so that the server
+        reads what came before on its own (a fragment in a read of its own,
+        a close after the echo was handled). That is done once the server has
+        read everything and is back to waiting for events: the delay ends
+        then, sooner than its length (a third of a campaign example's time was
+        such sleeps: ``bench/example_time.py``). A server with a timer, one
+        still busy, or one the harness cannot observe gets the whole delay.
+        """
+        deadline = time.monotonic() + ms / 1000
+        interval = CATCH_UP_POLL
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(interval, left))
+            if interval >= left:
+                return  # the whole delay is over: asking now would only overshoot it
+            if self.watch is not None and self.watch.caught_up():
+                self.transcript.evidence.add("a delay ended early: the server had caught up")
+                return
+            interval = min(interval * 2, CATCH_UP_POLL_MAX)
 
     def _shutdown(self, step: ShutdownWrite) -> None:
         client = self._live(step.conn)

@@ -105,7 +105,7 @@ class FaultSteps(DataSteps):
                 self._sample_backlog(burst)
             if events:
                 wait.progress()
-            elif not reading and time.monotonic() - wait.last_progress > BURST_SEND_STALL:
+            elif not reading and self._burst_server_full(wait.last_progress):
                 reading = self._burst_start_reading(sel, burst)  # the server takes no more for now
             for key, mask in events:
                 entry = burst.entries[key.fd]
@@ -116,6 +116,18 @@ class FaultSteps(DataSteps):
             if not reading and all(e.sent_all or e.over for e in burst.entries.values()):
                 reading = self._burst_start_reading(sel, burst)
         burst.hopeless = wait.hopeless
+
+    def _burst_server_full(self, last_progress: float) -> bool:
+        """Will the server take no more bytes until the burst's connections read their echoes?
+
+        So it is once nothing moved for BURST_SEND_STALL; or sooner, once the
+        server is asleep until an event comes (nothing moved for a select
+        slice, and the only event that can come is a client reading).
+        """
+        idle = time.monotonic() - last_progress
+        if idle > BURST_SEND_STALL:
+            return True
+        return idle >= SELECT_SLICE and self.watch is not None and self.watch.asleep()
 
     def _sample_backlog(self, burst: _Burst) -> None:
         """The listen queue now: the longest it was, its limit, and what it holds last."""
