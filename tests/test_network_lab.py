@@ -39,7 +39,14 @@ def needs_namespaces() -> None:
 
 def test_the_small_buffers_really_apply_in_the_namespace() -> None:
     needs_namespaces()
+    child_ehash = Path("/proc/sys/net/ipv4/tcp_child_ehash_entries")
+    host_before = child_ehash.read_text() if child_ehash.exists() else None
     got = lab("buffers")
+    if host_before is not None:
+        # A table of its own (a dump of the shared one walks 262,144 buckets), set up from
+        # a throw-away namespace: the host's setting is untouched.
+        assert got["lab_ehash"] == 4096, got
+        assert child_ehash.read_text() == host_before
     assert got["private"] is True
     assert got["lab_wmem"] == [4096, 8192, 16384]
     assert got["lab_rmem"] == [4096, 8192, 16384]

@@ -188,7 +188,7 @@ class ServerObserver:
         """
         for row in _tcp_rows(self.pid, server_port) or []:
             if row.state == _LISTEN and row.local_port == server_port:
-                return AcceptQueue(row.receive_queue, limit)
+                return AcceptQueue(row.receive_queue, limit, listen_overflows(self.pid))
         return None
 
     def wait_fds(self, baseline: int, timeout: float, server_port: int | None = None) -> int:
@@ -700,6 +700,23 @@ def bytes_in_kernel(server_pid: int, server_port: int, client_port: int) -> int:
         if row.local_port == client_port and row.remote_port == server_port:
             total += row.send_queue
     return total
+
+
+def listen_overflows(pid: int) -> int | None:
+    """Handshakes dropped so far in ``pid``'s network namespace because an accept queue was full.
+
+    ``TcpExt: ListenOverflows`` of ``/proc/<pid>/net/netstat``: per namespace,
+    so in the lab it counts the server's listener alone.
+    """
+    try:
+        with open(f"/proc/{pid}/net/netstat") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and "ListenOverflows" in names:
+            return int(values.split()[names.split().index("ListenOverflows")])
+    return None
 
 
 def listen_backlog(server_port: int) -> int | None:

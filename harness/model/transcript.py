@@ -35,6 +35,10 @@ FLOOD = "flood"
 class AcceptQueue:
     length: int  # connections completed by the kernel and not yet accepted
     limit: int | None  # the backlog given to listen() (as the kernel caps it); None: unknown
+    # The namespace's count of handshakes dropped because an accept queue was full
+    # (TcpExt ListenOverflows); None: unknown. Its growth over a burst is exact, where a
+    # queue sampled now and then may never be caught full.
+    overflows: int | None = None
 
     @property
     def full(self) -> bool:

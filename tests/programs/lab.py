@@ -66,7 +66,16 @@ def buffers() -> dict[str, object]:
         "private": lab.private,
         "host_eagain": host_eagain,
         "lab_eagain": bytes_until_eagain(),
+        # The namespace's own table of connections (Linux 6.1+), not the host's shared one.
+        "lab_ehash": _sysctl("tcp_ehash_entries"),
     }
+
+
+def _sysctl(name: str) -> int | None:
+    try:
+        return int(Path(f"/proc/sys/net/ipv4/{name}").read_text())
+    except OSError:
+        return None
 
 
 def fallback() -> dict[str, object]:

@@ -147,6 +147,7 @@ class DataSteps(Waits):
             if sel.select(min(FULL_CHECK_SLICE, left)):
                 return False
             if self.watch is not None and self.watch.stopped_reading(client):
+                self.transcript.evidence.add("a flood found the server asleep with the client's bytes unread")
                 return True
 
     def _read(self, step: Read) -> None:

@@ -68,6 +68,7 @@ class FaultSteps(DataSteps):
         base = BURST_ID_BASE + self.step_index * 1000
         sel = selectors.DefaultSelector()
         burst = _Burst(started=time.monotonic())
+        self._sample_backlog(burst)  # before the first SYN: the overflow count to compare with
         try:
             for k in range(step.count):
                 conn = base + k
@@ -137,6 +138,10 @@ class FaultSteps(DataSteps):
             burst.queue_peak = max(burst.queue_peak, queue.length)
             burst.queue_limit = queue.limit
             burst.queue_last = queue.length
+            if queue.overflows is not None:
+                if burst.overflows_before is None:
+                    burst.overflows_before = queue.overflows
+                burst.overflowed = queue.overflows - burst.overflows_before
 
     def _burst_send(
         self, sel: selectors.BaseSelector, burst: _Burst, entry: _BurstEntry, reading: bool
@@ -234,7 +239,8 @@ class FaultSteps(DataSteps):
         for level in WIDE_BURST_EVIDENCE:
             if burst.peak_unread >= level:
                 self.transcript.evidence.add(f">= {level} connections open at once, echoes unread")
-        full = burst.queue_limit is not None and burst.queue_peak >= burst.queue_limit
+        seen_full = burst.queue_limit is not None and burst.queue_peak >= burst.queue_limit
+        full = seen_full or burst.overflowed > 0
         if full:
             self.transcript.evidence.add("the listen backlog was full during a burst")
         slow_queue = full and burst.queue_last == 0
@@ -246,7 +252,13 @@ class FaultSteps(DataSteps):
         excused = {e.conn for e in waiting + overflowed} | own_verdict
         failed = [e for e in entries if not e.echoed and e.conn not in excused]
         problems = burst.problems + [f"connection {e.conn}: {e.reset_early}" for e in failed if e.reset_early]
-        backlog = f"the listen backlog was full ({burst.queue_peak} of {burst.queue_limit})" if full else ""
+        backlog = ""
+        if full:
+            limit = f"limit {burst.queue_limit}" if burst.queue_limit is not None else "limit unknown"
+            backlog = f"the listen backlog was full ({limit}, {burst.queue_peak} seen waiting"
+            if burst.overflowed:
+                backlog += f", {plural(burst.overflowed, 'handshake')} dropped by the kernel and retried"
+            backlog += ")"
         if not failed and not problems:
             slow = []
             if burst.retried:
@@ -264,6 +276,7 @@ class FaultSteps(DataSteps):
         late = [e for e in failed if not e.reset_early]
         if late:
             detail += f"; {plural(len(late), 'connection')} got no complete echo in time"
+            detail += " (" + ", ".join(self._late_entry(e) for e in late[:3]) + ")"
         if burst.queue_last:
             detail += f", {burst.queue_last} of them never accepted (still in the listen queue)"
         if problems:
@@ -273,6 +286,13 @@ class FaultSteps(DataSteps):
         if backlog:
             detail += f"; {backlog}"
         self.transcript.add(self.step_index, None, BURST_FAILED, detail)
+
+    @staticmethod
+    def _late_entry(entry: _BurstEntry) -> str:
+        """What one burst connection got: its echo so far, and whether its connect ever completed."""
+        if not entry.connected:
+            return f"connection {entry.conn}: never connected"
+        return f"connection {entry.conn}: {entry.received} of {len(entry.message)} bytes echoed"
 
 
 @dataclass
@@ -301,6 +321,8 @@ class _Burst:
     peak_unread: int = 0  # connections that had sent everything, none reading yet
     queue_peak: int = 0  # the longest the listen queue was seen
     queue_limit: int | None = None  # the backlog given to listen(), when known
+    overflows_before: int | None = None  # the namespace's ListenOverflows before the first SYN
+    overflowed: int = 0  # handshakes dropped by a full accept queue since (see AcceptQueue.overflows)
     queue_last: int = 0  # what the listen queue held when last seen
     sampled: float = 0.0  # when it was last seen
     hopeless: bool = False

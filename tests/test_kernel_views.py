@@ -1,0 +1,233 @@
+"""What the harness reads from the kernel, fast: sock_diag rows, the process tree, forged packets.
+
+Each is checked against the slower source it replaced, on real sockets and
+real processes: the sock_diag table against ``/proc/net/tcp``, the process
+tree against psutil, hand-built packets against scapy's, a flood's bytes made
+in pieces against the block made at once. And the questions built on them:
+has the server caught up, has it stopped reading a client.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import astuple
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.drive import sockdiag
+from harness.drive.executor import Executor
+from harness.drive.observe import ServerObserver, _tcp_rows, descendants, listen_backlog
+from harness.drive.process import ServerProcess, reference_command
+from harness.model.script import (
+    _BULK,
+    FLOOD_BLOCK,
+    BurstConnect,
+    Connect,
+    Flood,
+    FloodBytes,
+    Pause,
+    Payload,
+    Script,
+    Send,
+)
+from harness.run.checker import Checker
+
+# A process that listens and then waits for events for ever (epoll, no timeout) without accepting.
+NEVER_ACCEPTS = """
+import select, socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(7)
+print(listener.getsockname()[1], flush=True)
+select.epoll().poll()
+"""
+
+
+def proc_rows(port: int) -> set[tuple[int, int, int, int, int, int]]:
+    """Rows of /proc/net/tcp{,6} naming ``port``, read as text (the old way), TIME_WAIT left out."""
+    rows = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/self/net/{table}") as fh:
+            next(fh)
+            for line in fh:
+                parts = line.split()
+                local, remote = (int(p.rsplit(":", 1)[1], 16) for p in parts[1:3])
+                state = int(parts[3], 16)
+                if port in (local, remote) and state != sockdiag.TCP_TIME_WAIT:
+                    send_queue, receive_queue = (int(q, 16) for q in parts[4].split(":"))
+                    if state == 0x0A:
+                        send_queue = 0  # a listener's: the backlog in sock_diag, 0 here
+                    rows.add((local, remote, state, send_queue, receive_queue, int(parts[9])))
+    return rows
+
+
+def test_sock_diag_rows_are_the_proc_table_rows() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(7)
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        accepted, _ = listener.accept()
+        clients[0].sendall(b"unread by the server")  # a receive queue
+        clients[2].sendall(b"waiting in the accept queue")
+        time.sleep(0.05)
+        try:
+            rows = {astuple(r) for r in _tcp_rows(os.getpid(), port) or []}
+            assert rows == proc_rows(port)
+            server_side = [r for r in rows if r[0] == port and r[1] != 0]
+            assert any(r[4] == len(b"unread by the server") for r in server_side), rows
+            assert listen_backlog(port) == 7  # a listener's send queue in sock_diag
+        finally:
+            accepted.close()
+            for client in clients:
+                client.close()
+
+
+def test_the_process_tree_is_psutils() -> None:
+    shell = subprocess.Popen(
+        ["bash", "-c", "sleep 30 & bash -c 'sleep 30 & wait' & wait"], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 10
+        below: list[psutil.Process] = []
+        while time.monotonic() < deadline and len(below) < 3:
+            below = psutil.Process(shell.pid).children(recursive=True)
+            time.sleep(0.02)
+        assert any(p.ppid() != shell.pid for p in below), below  # a grandchild among them
+        assert set(descendants(shell.pid)) == {p.pid for p in below}
+        assert {p.pid for p in ServerObserver(shell.pid).tree()} == {p.pid for p in below} | {shell.pid}
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)  # the session we started, by its group
+        shell.wait()
+
+
+def test_forged_packets_are_the_bytes_scapy_builds() -> None:
+    from scapy.layers.inet import IP, TCP
+
+    from harness.drive.wire import ACK, FORGED_IP_ID, RST, tcp_packet
+
+    rst = IP(src="127.0.0.1", dst="127.0.0.2", id=FORGED_IP_ID) / TCP(sport=40000, dport=80, flags="R", seq=7)
+    assert tcp_packet("127.0.0.1", "127.0.0.2", 40000, 80, RST, 7) == bytes(rst)
+    update = IP(src="127.0.0.2", dst="127.0.0.1", id=FORGED_IP_ID) / TCP(
+        sport=80, dport=40000, flags="A", seq=0xFFFFFFF0, ack=12345, window=65535
+    )
+    assert tcp_packet("127.0.0.2", "127.0.0.1", 80, 40000, ACK, 0xFFFFFFF0, 12345, 65535) == bytes(update)
+
+
+def test_a_flood_made_piece_by_piece_is_the_block_made_at_once() -> None:
+    whole = [
+        random.Random(f"epoll-harness:flood:9:2:{index}").randbytes(FLOOD_BLOCK).translate(_BULK)
+        for index in range(2)
+    ]
+    flood = FloodBytes(9, 2)
+    pieces: list[bytes] = []
+    offset = 0
+    while offset < 2 * FLOOD_BLOCK:
+        pieces.append(flood.slice(offset, 50_000))  # up to a block's end at most
+        offset += len(pieces[-1])
+    assert b"".join(pieces) == b"".join(whole)
+    assert flood.slice(123, 10) == whole[0][123:133]  # back to an earlier block
+
+
+@contextmanager
+def reference_checker() -> Iterator[Checker]:
+    checker = Checker(ServerProcess(reference_command("lt")))
+    checker.start()
+    try:
+        yield checker
+    finally:
+        checker.stop()
+
+
+def test_the_server_has_caught_up_once_it_read_everything_and_sleeps() -> None:
+    with reference_checker() as checker, socket.create_connection(checker.address) as client:
+        client.sendall(b"x" * 1000)
+        deadline = time.monotonic() + 10
+        while not checker.caught_up() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert checker.caught_up()
+
+
+def test_a_connection_left_in_the_accept_queue_is_not_caught_up() -> None:
+    server = subprocess.Popen([sys.executable, "-c", NEVER_ACCEPTS], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        observer = ServerObserver(server.pid)
+        deadline = time.monotonic() + 10
+        while not observer.asleep() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert observer.caught_up(port)  # asleep, nothing sent to it
+        with socket.create_connection(("127.0.0.1", port)):
+            time.sleep(0.05)
+            assert observer.asleep() and not observer.caught_up(port)
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test_delays_end_once_the_server_caught_up_and_floods_once_it_stopped_reading() -> None:
+    with reference_checker() as checker:
+        script = Script(
+            (Connect(0), Send(0, Payload.of(b"hello" * 100)), Pause(20), Flood(0, 64 * 1024 * 1024, seed=1))
+        )
+        executor: Executor = checker.begin()
+        outcome = checker.judge(script, executor.run(script))
+        assert outcome.ok, outcome.violations
+        assert "a delay ended early: the server had caught up" in outcome.evidence
+        # The reference server stops reading at its high-water mark and sleeps: seen, not waited out.
+        assert "a flood found the server asleep with the client's bytes unread" in outcome.evidence
+        assert "flood filled every buffer up to the client" in outcome.evidence
+
+
+@pytest.mark.skipif(not sockdiag.available(), reason="no sock_diag here")
+def test_sock_diag_sees_only_our_namespace() -> None:
+    assert sockdiag.same_namespace(os.getpid())
+    assert not sockdiag.same_namespace(2**22 + 1)  # no such process
+
+
+# A correct echo server with a listen backlog of 1 that takes 20 ms per accept: a burst overflows it.
+SLOW_ACCEPTER = """
+import socket, sys, threading, time
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[1])))
+listener.listen(1)
+def echo(conn):
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=echo, args=(conn,), daemon=True).start()
+    time.sleep(0.02)
+"""
+
+
+def test_a_burst_that_overflows_the_backlog_is_a_slow_accept_queue_not_a_failure(tmp_path: Path) -> None:
+    program = tmp_path / "slow_accepter.py"
+    program.write_text(SLOW_ACCEPTER)
+    checker = Checker(ServerProcess(f"{sys.executable} {program} {{port}}"))
+    checker.start()
+    try:
+        script = Script((BurstConnect(24, 100),))
+        outcome = checker.judge(script, checker.begin().run(script))
+    finally:
+        checker.stop()
+    assert outcome.ok, outcome.violations
+    assert "the listen backlog was full during a burst" in outcome.evidence
+    [slow] = outcome.non_strict
+    # The kernel's own count of dropped handshakes, not a sample that happened to catch the queue full.
+    assert "slow accept queue" in slow.message and "dropped by the kernel and retried" in slow.message, slow
