@@ -2,6 +2,7 @@
 
     python -m bench.example_time                    # 120 full-mix scripts, as a campaign worker runs them
     python -m bench.example_time --examples 40 --seed 7
+    python -m bench.example_time --campaign 60      # a campaign worker's steered search, 60 s
 
 A benchmark, never a test. It does what one campaign worker does, in one
 process: enter a private network namespace (16 KiB socket buffers, the
@@ -160,6 +161,60 @@ def run(examples: int, seed_: int, server: str, scripts_file: Path | None = None
     }
 
 
+def campaign(seconds: float, server: str, steer: bool) -> dict[str, Any]:
+    """One campaign worker's search, as ``fuzz`` runs it (steered by default), timed the same way."""
+    import tempfile
+
+    from harness.run.runner import UNBOUNDED, CheckConfig, run_check
+
+    network = choose_network(None)
+    limits = Limits()
+    watch = Stopwatch()
+    evidence: Counter[str] = Counter()
+    steps: Counter[str] = Counter()
+    original_check = Checker.check
+
+    def check(self: Checker, script: Script, skip: frozenset[str] = frozenset()) -> Any:
+        steps.update(type(s).__name__ for s in script.steps)
+        with watch.section("check (rest)"):
+            outcome = original_check(self, script, skip)
+        evidence.update(outcome.evidence)
+        return outcome
+
+    Checker.check = check  # type: ignore[method-assign]
+    instrument(watch)
+    with tempfile.TemporaryDirectory(prefix="example-time-") as tmp:
+        config = CheckConfig(
+            server_command=reference_command(server),
+            max_examples=UNBOUNDED,
+            time_budget=seconds,
+            shrink_budget=10,
+            limits=limits,
+            artifacts=Path(tmp),
+            database=None,
+            scenarios=False,
+            confirm=0,
+            settle_each_round=True,
+            steer=steer,
+        )
+        started = time.perf_counter()
+        report = run_check(config, strategy_for(network, "full", limits))
+        total = time.perf_counter() - started
+    checked = sum(watch.seconds.values())
+    watch.seconds["Hypothesis (drawing, steering, the rest)"] = total - checked
+    watch.calls["Hypothesis (drawing, steering, the rest)"] = report.examples
+    return {
+        "examples": report.examples,
+        "seed": None,
+        "network": network.describe(),
+        "seconds": total,
+        "sections": {k: [v, watch.calls[k]] for k, v in watch.seconds.items()},
+        "steps": dict(steps),
+        "evidence": dict(evidence),
+        "restarts": report.restarts,
+    }
+
+
 def show(result: dict[str, Any]) -> None:
     try:
         _show(result)
@@ -191,8 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="check the scripts saved in this file (drawn and saved there if it is missing)",
     )
+    parser.add_argument(
+        "--campaign", type=float, metavar="SECONDS", help="time a campaign worker's search this long instead"
+    )
+    parser.add_argument("--no-steer", action="store_true", help="with --campaign: no target() steering")
     args = parser.parse_args(argv)
-    result = run(args.examples, args.seed, args.server, args.scripts)
+    if args.campaign:
+        result = campaign(args.campaign, args.server, not args.no_steer)
+    else:
+        result = run(args.examples, args.seed, args.server, args.scripts)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     show(result)

@@ -186,7 +186,7 @@ class ServerObserver:
         waiting for ``accept()``; the limit given to ``listen()`` is not in
         ``/proc`` (see :func:`listen_backlog`).
         """
-        for row in _tcp_rows(self.pid, server_port) or []:
+        for row in _tcp_rows(self.pid, server_port, listeners_only=True) or []:
             if row.state == _LISTEN and row.local_port == server_port:
                 return AcceptQueue(row.receive_queue, limit, listen_overflows(self.pid))
         return None
@@ -586,8 +586,12 @@ class _TcpRow:
     inode: int = 0  # the socket's inode; 0 when no file holds it (an orphan, TIME_WAIT, not accepted)
 
 
-def _tcp_rows(pid: int, port: int) -> list[_TcpRow] | None:
+def _tcp_rows(pid: int, port: int, listeners_only: bool = False) -> list[_TcpRow] | None:
     """The TCP sockets on ``port`` (local or remote) of ``pid``'s network namespace; None if unreadable.
+
+    ``listeners_only``: the listening sockets alone (sock_diag then walks no
+    connection table at all: 0.03 ms, where a burst's few hundred connections
+    took a millisecond to list).
 
     From sock_diag when ``pid`` shares our namespace (the kernel leaves out
     TIME_WAIT: see :mod:`harness.drive.sockdiag`), else from
@@ -607,7 +611,9 @@ def _tcp_rows(pid: int, port: int) -> list[_TcpRow] | None:
                     r.receive_queue,
                     r.inode,
                 )
-                for r in sockdiag.tcp_rows(port)
+                for r in sockdiag.tcp_rows(
+                    port, states=1 << _LISTEN if listeners_only else sockdiag.STATES_BUT_TIME_WAIT
+                )
             ]
         except sockdiag.SockDiagUnavailable:
             pass  # no inet_diag in this kernel: the text table

@@ -21,6 +21,8 @@ BURST_ID_BASE = 1_000_000
 SYN_RETRY = 0.9
 #: No byte taken by the server for this long: the burst's connections start reading their echoes.
 BURST_SEND_STALL = 0.05
+#: While the burst's connections only send, select() waits this long at a time (then asks the server).
+BURST_SEND_SLICE = 0.002
 #: While a burst waits, the listen queue is looked at no more often than this.
 BACKLOG_SAMPLE = 0.05
 #: How wide a burst went, recorded as evidence (servers size tables and epoll_wait batches by these).
@@ -101,7 +103,8 @@ class FaultSteps(DataSteps):
             now = time.monotonic()
             if now > wait.last_progress + self.limits.connect_timeout + self.limits.stall_timeout:
                 break
-            events = sel.select(SELECT_SLICE)
+            # Until the connections read, a short slice: a server that takes no more is seen sooner.
+            events = sel.select(SELECT_SLICE if reading else BURST_SEND_SLICE)
             if time.monotonic() - burst.sampled > BACKLOG_SAMPLE:
                 self._sample_backlog(burst)
             if events:
@@ -122,13 +125,13 @@ class FaultSteps(DataSteps):
         """Will the server take no more bytes until the burst's connections read their echoes?
 
         So it is once nothing moved for BURST_SEND_STALL; or sooner, once the
-        server is asleep until an event comes (nothing moved for a select
-        slice, and the only event that can come is a client reading).
+        server is asleep until an event comes (nothing moved for BURST_SEND_SLICE,
+        and the only event that can come is a client reading).
         """
         idle = time.monotonic() - last_progress
         if idle > BURST_SEND_STALL:
             return True
-        return idle >= SELECT_SLICE and self.watch is not None and self.watch.asleep()
+        return idle >= BURST_SEND_SLICE and self.watch is not None and self.watch.asleep()
 
     def _sample_backlog(self, burst: _Burst) -> None:
         """The listen queue now: the longest it was, its limit, and what it holds last."""
