@@ -231,3 +231,29 @@ def test_a_burst_that_overflows_the_backlog_is_a_slow_accept_queue_not_a_failure
     [slow] = outcome.non_strict
     # The kernel's own count of dropped handshakes, not a sample that happened to catch the queue full.
     assert "slow accept queue" in slow.message and "dropped by the kernel and retried" in slow.message, slow
+
+
+def test_a_connect_dropped_by_a_full_backlog_is_a_close_not_yet_acknowledged() -> None:
+    # The cleanup verdict leaves out connections whose SYN or FIN the server's kernel has not
+    # acknowledged yet: the server cannot clean up what it has not been told of.
+    server = subprocess.Popen([sys.executable, "-c", NEVER_ACCEPTS], stdout=subprocess.PIPE, text=True)
+    clients: list[socket.socket] = []
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        for _ in range(12):  # a backlog of 7: the last handshakes are dropped and retried
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            clients.append(client)
+        time.sleep(0.2)
+        ports = {c.getsockname()[1] for c in clients}
+        unheard = ServerObserver(server.pid).closes_not_acknowledged(port, ports)
+        assert unheard and unheard < ports, (unheard, ports)
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()

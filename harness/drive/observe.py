@@ -166,6 +166,21 @@ class ServerObserver:
             if r.local_port == server_port and r.remote_port in client_ports and r.inode
         ]
 
+    def closes_not_acknowledged(self, server_port: int, client_ports: set[int]) -> set[int]:
+        """The client ports whose socket (ours) still waits for the server's ACK of its SYN or FIN.
+
+        SYN_SENT, FIN_WAIT1, CLOSING or LAST_ACK: the server's kernel has not
+        acknowledged the handshake or the close yet (a full accept queue drops
+        handshakes; the client's kernel retransmits, 200 ms, then 400 ms ...
+        later). Read from our own namespace's table, which holds the clients.
+        """
+        rows = _tcp_rows(os.getpid(), server_port) or []
+        return {
+            r.local_port
+            for r in rows
+            if r.remote_port == server_port and r.local_port in client_ports and r.state in _UNACKNOWLEDGED
+        }
+
     def dead_sockets(self, descriptors: Descriptors) -> set[int]:
         """Socket inodes the tree holds that no socket table of its namespace lists.
 
@@ -572,6 +587,8 @@ def bytes_in_flight(pid: int, server_port: int) -> bool:
     )
 
 
+# A client socket's states (include/net/tcp_states.h) whose SYN or FIN the server has not acknowledged.
+_UNACKNOWLEDGED = frozenset({0x02, 0x04, 0x09, 0x0B})  # SYN_SENT FIN_WAIT1 LAST_ACK CLOSING
 # TCP states (include/net/tcp_states.h) in which a SYN or a FIN awaits its ACK.
 _HANDSHAKING = frozenset({0x02, 0x03, 0x04, 0x09, 0x0B})  # SYN_SENT SYN_RECV FIN_WAIT1 LAST_ACK CLOSING
 

@@ -89,7 +89,11 @@ def judge(
     ports = {
         port: connection_name(conn) for conn, port in transcript.client_ports.items() if conn not in exempt
     }
-    held = observer.connections_held(server_port, ports)
+    # A close the server has not been told of yet (the client's FIN, or its SYN, still waits for
+    # the server's ACK: a handshake a full accept queue dropped is being retried) is not the
+    # server's to clean up yet.
+    unheard = observer.closes_not_acknowledged(server_port, set(ports))
+    held = observer.connections_held(server_port, {p: n for p, n in ports.items() if p not in unheard})
     descriptors = observer.descriptors()
     dead = observer.dead_sockets(descriptors) - baseline_descriptors.sockets
     if held or dead:
@@ -107,7 +111,15 @@ def judge(
                 f"{'is' if len(dead) == 1 else 'are'} still open in the server"
             )
         return CleanupVerdict(Violation(CLEANUP, "; ".join(parts)))
-    return _leak_probe(observer, server_address, baseline, baseline_descriptors, descriptors, limits)
+    verdict = _leak_probe(observer, server_address, baseline, baseline_descriptors, descriptors, limits)
+    if unheard and verdict.violation is None and verdict.diagnostic is None:
+        names = ", ".join(sorted(ports[p] for p in unheard)[:4])
+        return CleanupVerdict(
+            diagnostic=f"{plural(len(unheard), 'connection')} closed by the client "
+            f"{'was' if len(unheard) == 1 else 'were'} not yet known closed to the server {when} "
+            f"(the client's FIN or SYN still unacknowledged, retransmitted by the kernel): {names}"
+        )
+    return verdict
 
 
 def _leak_probe(
@@ -163,5 +175,3 @@ def _one_connection(address: tuple[str, int], limits: Limits, *, reset: bool) ->
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
     except OSError:
         pass
-
-
