@@ -28,6 +28,7 @@ from harness.drive import sockdiag
 from harness.drive.executor import Executor
 from harness.drive.observe import ServerObserver, _tcp_rows, descendants, listen_backlog
 from harness.drive.process import ServerProcess, reference_command
+from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.script import (
     _BULK,
     FLOOD_BLOCK,
@@ -140,8 +141,8 @@ def test_a_flood_made_piece_by_piece_is_the_block_made_at_once() -> None:
 
 
 @contextmanager
-def reference_checker() -> Iterator[Checker]:
-    checker = Checker(ServerProcess(reference_command("lt")))
+def reference_checker(limits: Limits = DEFAULT_LIMITS) -> Iterator[Checker]:
+    checker = Checker(ServerProcess(reference_command("lt")), limits=limits)
     checker.start()
     try:
         yield checker
@@ -179,9 +180,11 @@ def test_a_connection_left_in_the_accept_queue_is_not_caught_up() -> None:
 
 
 def test_delays_end_once_the_server_caught_up_and_floods_once_it_stopped_reading() -> None:
-    with reference_checker() as checker:
+    # A pause and a flood stall far longer than the server needs, so that on a loaded machine
+    # too the early ends are what ends them.
+    with reference_checker(Limits().with_(flood_stall=10.0)) as checker:
         script = Script(
-            (Connect(0), Send(0, Payload.of(b"hello" * 100)), Pause(20), Flood(0, 64 * 1024 * 1024, seed=1))
+            (Connect(0), Send(0, Payload.of(b"hello" * 100)), Pause(2000), Flood(0, 64 * 1024 * 1024, seed=1))
         )
         executor: Executor = checker.begin()
         outcome = checker.judge(script, executor.run(script))

@@ -553,6 +553,12 @@ def sleeping_for_good(pid: int) -> dict[int, str] | None:
     Such a process runs again only when one of its descriptors gets an event
     (or a signal comes). The ``schedstat`` (time run, time waited, times
     scheduled) of two such snapshots is equal only if no thread ran between them.
+
+    A thread an event has woken but the scheduler has not run yet still shows
+    its wait in ``syscall``, and its ``schedstat`` does not move while it
+    waits for a CPU (a loaded machine: several milliseconds); its state is R,
+    not S. Without that look, a server woken by a reset was taken for one
+    asleep for good, and the sockets it was about to close for a leak.
     """
     syscalls = _thread_syscalls(pid)
     if not syscalls or not all(_waits_for_ever(fields) for fields in syscalls.values()):
@@ -560,9 +566,13 @@ def sleeping_for_good(pid: int) -> dict[int, str] | None:
     found = {}
     for tid in syscalls:
         try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+                stat = fh.read()
+            if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"S":
+                return None  # woken (R), or not in an interruptible wait
             with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
                 found[tid] = fh.read()
-        except OSError:
+        except (OSError, ValueError):
             return None
     return found
 

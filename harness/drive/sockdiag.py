@@ -17,6 +17,7 @@ backlog, as ``ss`` shows them.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -57,6 +58,9 @@ class SockDiagUnavailable(OSError):
 
 
 _unavailable = False
+_UNSUPPORTED = frozenset(
+    {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.ENOENT, errno.EOPNOTSUPP, errno.EPERM}
+)
 
 
 def available() -> bool:
@@ -73,10 +77,12 @@ def tcp_rows(port: int | None = None, states: int = STATES_BUT_TIME_WAIT) -> lis
             for family in (socket.AF_INET, socket.AF_INET6):
                 rows += _dump(sock, family, states, port)
     except SockDiagUnavailable:
-        _unavailable = True
+        _unavailable = True  # the kernel refused the dump itself
         raise
     except OSError as exc:
-        _unavailable = True
+        # No netlink or no inet_diag here: never again. Out of descriptors or buffers (the
+        # fd-exhaustion scenario): this read only; the caller falls back to /proc meanwhile.
+        _unavailable |= exc.errno in _UNSUPPORTED
         raise SockDiagUnavailable(exc.errno, f"sock_diag: {exc}") from exc
     return rows
 
@@ -97,8 +103,8 @@ def _dump(sock: socket.socket, family: int, states: int, port: int | None) -> li
             if kind == NLMSG_DONE:
                 return rows
             if kind == NLMSG_ERROR:
-                (errno,) = struct.unpack_from("=i", data, body)
-                raise SockDiagUnavailable(-errno, f"sock_diag refused the dump: {os.strerror(-errno)}")
+                (code,) = struct.unpack_from("=i", data, body)
+                raise SockDiagUnavailable(-code, f"sock_diag refused the dump: {os.strerror(-code)}")
             if kind == SOCK_DIAG_BY_FAMILY and length - _HEADER.size >= _MESSAGE_SIZE:
                 state = data[body + 1]
                 local_port, remote_port = struct.unpack_from(">HH", data, body + 4)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ LEAK_PROBES = 8
 #: Growth of at least this many fds over the leak probe is a leak per connection.
 LEAK_THRESHOLD = LEAK_PROBES // 2
 LINGER_ZERO = struct.pack("ii", 1, 0)
+# While a socket of the server looks dead (reset, in no table), it is looked at again this often.
+DEAD_RECHECK = 0.01
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def judge(
     unheard = observer.closes_not_acknowledged(server_port, set(ports))
     held = observer.connections_held(server_port, {p: n for p, n in ports.items() if p not in unheard})
     descriptors = observer.descriptors()
-    dead = observer.dead_sockets(descriptors) - baseline_descriptors.sockets
+    dead = _still_dead(observer, observer.dead_sockets(descriptors) - baseline_descriptors.sockets, limits)
     if held or dead:
         parts = []
         if held:
@@ -120,6 +123,22 @@ def judge(
             f"(the client's FIN or SYN still unacknowledged, retransmitted by the kernel): {names}"
         )
     return verdict
+
+
+def _still_dead(observer: ServerObserver, dead: set[int], limits: Limits) -> set[int]:
+    """The sockets of ``dead`` the server still holds ``cleanup_timeout`` after they were first seen.
+
+    A socket leaves the TCP table the moment its reset is processed, and the
+    server closes it when it next handles its events: seen in between (a
+    server still busy, or one with a timer that keeps the fd count above its
+    baseline so that this verdict runs at once) it is not yet a leak. Each
+    gets the cleanup deadline from when it was seen.
+    """
+    deadline = time.monotonic() + limits.cleanup_timeout
+    while dead and time.monotonic() < deadline:
+        time.sleep(DEAD_RECHECK)
+        dead &= observer.dead_sockets(observer.descriptors())
+    return dead
 
 
 def _leak_probe(
