@@ -225,7 +225,7 @@ def test_a_burst_that_overflows_the_backlog_is_a_slow_accept_queue_not_a_failure
     checker = Checker(ServerProcess(f"{sys.executable} {program} {{port}}"))
     checker.start()
     try:
-        script = Script((BurstConnect(24, 100),))
+        script = Script((BurstConnect(10, 100),))
         outcome = checker.judge(script, checker.begin().run(script))
     finally:
         checker.stop()
