@@ -97,6 +97,11 @@ def judge(
     # server's to clean up yet.
     unheard = observer.closes_not_acknowledged(server_port, set(ports))
     held = observer.connections_held(server_port, {p: n for p, n in ports.items() if p not in unheard})
+    # A server socket still ESTABLISHED never received the client's FIN or RST (on loopback only
+    # a full accept queue loses them: a handshake completed late, after the client had given up
+    # and closed). The server cannot know; a CLOSE_WAIT socket, told and never closed, can.
+    unheard |= {h.client_port for h in held if h.state == "ESTABLISHED"}
+    held = [h for h in held if h.state != "ESTABLISHED"]
     descriptors = observer.descriptors()
     dead = _still_dead(observer, observer.dead_sockets(descriptors) - baseline_descriptors.sockets, limits)
     if held or dead:
@@ -120,7 +125,7 @@ def judge(
         return CleanupVerdict(
             diagnostic=f"{plural(len(unheard), 'connection')} closed by the client "
             f"{'was' if len(unheard) == 1 else 'were'} not yet known closed to the server {when} "
-            f"(the client's FIN or SYN still unacknowledged, retransmitted by the kernel): {names}"
+            f"(its SYN or FIN unacknowledged, or never received: a full accept queue): {names}"
         )
     return verdict
 
