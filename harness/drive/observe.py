@@ -701,20 +701,22 @@ def _stat(pid: int) -> _Stat | None:
     return _Stat(state=fields[0].decode(), rss=int(fields[21]) * _PAGE_SIZE)
 
 
-def _unread_by_server(pid: int, server_port: int, client_port: int) -> int:
-    """Bytes in the server socket's receive queue for one client (see :func:`_tcp_rows`)."""
+def _server_row(pid: int, server_port: int, client_port: int) -> _TcpRow | None:
+    """The server socket's row for one client connection (see :func:`_tcp_rows`)."""
     rows = _tcp_rows(pid, client_port) or []
-    return next(
-        (r.receive_queue for r in rows if r.local_port == server_port and r.remote_port == client_port), 0
-    )
+    return next((r for r in rows if r.local_port == server_port and r.remote_port == client_port), None)
 
 
 def server_send_queue(pid: int, server_port: int, client_port: int) -> int | None:
-    """Bytes in the server socket's send queue for one client (see :func:`_tcp_rows`)."""
-    rows = _tcp_rows(pid, client_port) or []
-    return next(
-        (r.send_queue for r in rows if r.local_port == server_port and r.remote_port == client_port), None
-    )
+    """Bytes in the server socket's send queue for one client."""
+    row = _server_row(pid, server_port, client_port)
+    return None if row is None else row.send_queue
+
+
+def _unread_by_server(pid: int, server_port: int, client_port: int) -> int:
+    """Bytes in the server socket's receive queue for one client."""
+    row = _server_row(pid, server_port, client_port)
+    return 0 if row is None else row.receive_queue
 
 
 def bytes_in_kernel(server_pid: int, server_port: int, client_port: int) -> int:
