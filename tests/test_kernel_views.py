@@ -125,6 +125,21 @@ def test_forged_packets_are_the_bytes_scapy_builds() -> None:
     assert tcp_packet("127.0.0.2", "127.0.0.1", 80, 40000, ACK, 0xFFFFFFF0, 12345, 65535) == bytes(update)
 
 
+def test_no_reset_is_forged_on_a_connection_the_server_already_reset() -> None:
+    import struct
+
+    from harness.drive.wire import ConnectionGone, forged_packets
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server_side, _ = listener.accept()
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server_side.close()  # an RST to the client, as a dying or resetting server sends
+        time.sleep(0.05)
+        with client, pytest.raises(ConnectionGone):
+            forged_packets(client, "server")
+
+
 def test_a_flood_made_piece_by_piece_is_the_block_made_at_once() -> None:
     whole = [
         random.Random(f"epoll-harness:flood:9:2:{index}").randbytes(FLOOD_BLOCK).translate(_BULK)

@@ -402,6 +402,10 @@ class InjectionUnavailable(Exception):
     """Forging packets needs CAP_NET_RAW and CAP_NET_ADMIN; the message says what failed."""
 
 
+class ConnectionGone(Exception):
+    """The connection was over before its RST could be forged (the server reset it, or died)."""
+
+
 def _queue_seq(sock: Any, queue: int) -> int:
     """The kernel's sequence number for a queue of ``sock``, read in TCP_REPAIR mode.
 
@@ -445,7 +449,10 @@ def forged_packets(sock: Any, toward: str) -> list[tuple[str, bytes]]:
     import struct
 
     client_ip, client_port = sock.getsockname()[:2]
-    server_ip, server_port = sock.getpeername()[:2]
+    try:
+        server_ip, server_port = sock.getpeername()[:2]
+    except OSError as exc:  # ENOTCONN: the server's RST (or its death) came first
+        raise ConnectionGone(exc.strerror) from exc
     try:
         unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0"))[0]
         client_next = (_queue_seq(sock, TCP_SEND_QUEUE) - unsent) & 0xFFFFFFFF

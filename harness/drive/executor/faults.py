@@ -37,7 +37,7 @@ class FaultSteps(DataSteps):
         client = self._live(step.conn)
         if client is None:
             return
-        from harness.drive.wire import InjectionUnavailable, inject_reset
+        from harness.drive.wire import ConnectionGone, InjectionUnavailable, inject_reset
 
         if step.toward == "client" and self._pending_in_server(client) <= 0:
             # Nothing the server still has to send: it would never meet the
@@ -47,6 +47,8 @@ class FaultSteps(DataSteps):
             return
         try:
             inject_reset(client.sock, step.toward)
+        except ConnectionGone:
+            self.transcript.evidence.add("no RST forged: the server had already ended the connection")
         except InjectionUnavailable as exc:
             self.transcript.add(self.step_index, client.conn, INJECTION_UNAVAILABLE, str(exc))
         else:
