@@ -194,7 +194,7 @@ def campaign(seconds: float, server: str, steer: bool) -> dict[str, Any]:
             database=None,
             scenarios=False,
             confirm=0,
-            settle_each_round=True,
+            settle_as_found=True,
             steer=steer,
         )
         started = time.perf_counter()

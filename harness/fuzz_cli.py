@@ -123,7 +123,7 @@ def add_fuzz_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=duration,
         default=60.0,
         metavar="TIME",
-        help="per round of findings: time to shrink, cut down and confirm them (default 60s)",
+        help="per batch of findings: time to cut them down and confirm them (default 60s)",
     )
     parser.add_argument(
         "--confirm", type=int, default=3, metavar="K", help="replays that confirm each finding (default 3)"

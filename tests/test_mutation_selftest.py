@@ -53,12 +53,7 @@ SEED_SERVER_PROPERTIES = frozenset({"cleanup", "idle-cpu", "half-close", "surviv
 # The seed's server dies (survives) only when a client's reset lands between its epoll.poll() and
 # its recv()/getpeername() (bug 4 of its docstring): a race, seen in 2 of 6 runs while this test
 # was written. The run searches for it (until_found); the test does not insist on it.
-# half-close too: every script fails the seed's cleanup, each new finding starts a search round,
-# and each round begins with Hypothesis's simplest scripts, so a run of ~40 slow examples may hold
-# no half-close at all (seen once in a full suite run: 0 of 40). The seed's half-close is asserted
-# by tests/test_campaign.py, and the half-close mutants here must show it; the rounds' restarts are
-# an open weakness (issue 14).
-RACY = {"seed_server": frozenset({"survives", "half-close"})}
+RACY = {"seed_server": frozenset({"survives"})}
 # The same bug, seen through another property where the lab's buffers change its symptom. In the
 # network lab a receive queue holds less than one 64 KiB read, so et_no_drain's data gets through
 # edge by edge, and what stays unread is the FIN: the client's half-close is never answered (every
@@ -170,7 +165,9 @@ def test_check_catches_the_bug(target: Target, tmp_path: Path) -> None:
         f"{target.name}: expected {sorted(missing)} among the violations, got {sorted(every)} "
         f"({_describe(report)})"
     )
-    for name in target.expected & primary:
+    # A racy property is not insisted on, nor is how soon it showed (one example of the seed's
+    # server can take 20 s: megabytes echoed by a server that prints each read).
+    for name in (target.expected & primary) - RACY.get(target.name, frozenset()):
         found_after = report.seconds_to_find[name]
         if found_after is not None:
             assert found_after <= CATCH_WITHIN, f"{target.name}: {name} took {found_after} s to find"

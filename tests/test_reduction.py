@@ -98,3 +98,26 @@ def test_renumbering_closes_the_gaps_left_by_cuts() -> None:
 def test_renumbering_drops_fragment_sizes_past_the_payload() -> None:
     script = Script((Connect(0), Send(0, Payload(b"abcdef"), fragments=(2, 3, 48119, 48119))))
     assert renumbered(script).steps[1] == Send(0, Payload(b"abcdef"), fragments=(2, 3))
+
+
+def test_a_long_script_is_halved_first_with_what_its_cut_connections_did() -> None:
+    # 40 steps, the bug in the last four: halves and quarters go first (each try costs the
+    # server an example), and a cut that takes a connect takes that connection's later steps.
+    noise = tuple(
+        step
+        for conn in range(9)
+        for step in (Connect(conn + 1), Send(conn + 1, Payload(b"x")), Read(conn + 1), Close(conn + 1))
+    )
+    bug = (Connect(0), Send(0, Payload(b"y")), ShutdownWrite(0), ReadToEof(0))
+    script = Script((Connect(0), *noise[:-4], *bug[1:], *noise[-4:]))
+    first = next(iter(candidates(script)))
+    # The first half went, and with it the later steps of connections 0 and 5 (opened there).
+    assert first.steps == tuple(s for s in script.steps[20:] if getattr(s, "conn", None) not in (0, 5))
+    tries = []
+
+    def fails(candidate: Script) -> bool:
+        tries.append(candidate)
+        return all(step in candidate.steps for step in bug)
+
+    assert reduce(script, fails, FOREVER).steps == bug
+    assert len(tries) < 60

@@ -1,10 +1,10 @@
-"""Smaller scripts to try, in the order a network engineer would cut: whole connections, steps, sizes.
+"""Smaller scripts to try, in the order a network engineer would cut: halves, connections, steps, sizes.
 
-Hypothesis shrinks the choices a script was drawn from; this cuts the script
-itself, which is how a person makes a reproducer small: drop a connection
-and everything it did, drop one step, then make what is left plainer (no
-head, half the bytes, one write instead of fragments, no pacing, no small
-window). :func:`candidates` yields every such script that is still valid,
+The search keeps the first script that broke a property, as drawn; this
+cuts the script itself, which is how a person makes a reproducer small:
+drop half of it, then a connection and everything it did, then one step,
+then make what is left plainer (no head, half the bytes, one write instead
+of fragments, no pacing, no small window). :func:`candidates` yields every such script that is still valid,
 biggest cut first; :func:`harness.run.reduce.reduce` keeps each one that
 still fails. Pure: no sockets, no clock.
 """
@@ -65,6 +65,14 @@ def renumbered(script: Script) -> Script:
 
 
 def _cuts(steps: tuple[Step, ...]) -> Iterator[tuple[Step, ...]]:
+    # 0. A half, then a quarter, of the script (a search's script can be long: a few big cuts
+    #    first make every later pass shorter), with what the connections opened there did later.
+    for parts in (2, 4):
+        size = len(steps) // parts
+        if size < 2:
+            break
+        for start in range(0, len(steps), size):
+            yield _without(steps, range(start, start + size))
     # 1. A whole thread: every step of one connection; a burst; a pause.
     for conn in _connections(steps):
         yield tuple(s for s in steps if getattr(s, "conn", None) != conn or isinstance(s, BurstConnect))
@@ -78,6 +86,12 @@ def _cuts(steps: tuple[Step, ...]) -> Iterator[tuple[Step, ...]]:
     for i, step in enumerate(steps):
         for plainer in _plainer(step):
             yield (*steps[:i], plainer, *steps[i + 1 :])
+
+
+def _without(steps: tuple[Step, ...], cut: range) -> tuple[Step, ...]:
+    """``steps`` less those at ``cut``, and less every step of a connection whose opening was cut."""
+    gone = {s.conn for i, s in enumerate(steps) if i in cut and isinstance(s, Connect | AbortConnect)}
+    return tuple(s for i, s in enumerate(steps) if i not in cut and getattr(s, "conn", None) not in gone)
 
 
 def _connections(steps: tuple[Step, ...]) -> list[Hashable]:

@@ -5,10 +5,10 @@
 Started by :mod:`harness.run.campaign` (never by hand). It enters a private
 network namespace of its own (no port or buffer clash with the other
 workers), then runs one long :func:`~harness.run.runner.run_check` against
-its own server instance: search rounds that draw different scripts in each
+its own server instance: one search that draws different scripts in each
 worker (no seed, or the campaign's seed plus the worker's index), the shared
-example database replayed first, every round's findings cut down, confirmed
-and saved at once. What happens is told to the coordinator as JSON lines on
+example database replayed first, its findings cut down, confirmed and saved
+in batches as it goes. What happens is told to the coordinator as JSON lines on
 stdout:
 
 * ``{"event": "progress", ...}`` about once a second: examples, restarts,
@@ -149,7 +149,7 @@ def run_worker(spec: WorkerSpec, stop: StopSignal) -> int:
         shared_database=corpus,
         scenarios=False,
         confirm=spec.confirm,
-        settle_each_round=True,
+        settle_as_found=True,
         steer=spec.steer,
     )
     _tell("started", network=network.describe(), note=network.note)

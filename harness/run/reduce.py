@@ -1,4 +1,4 @@
-"""Cut a failing script down while it still fails: the reducer that follows Hypothesis's shrinking.
+"""Cut a failing script down while it still fails: how a search's find becomes a small reproducer.
 
 Each candidate of :func:`harness.model.reduction.candidates` is played
 against the server; the first that still violates the property replaces the

@@ -214,7 +214,7 @@ class PropertyStats:
     violations: list[ViolationRecord] = field(default_factory=list)
     non_strict: list[ViolationRecord] = field(default_factory=list)
 
-    def status(self, budget_spent_shrinking: bool = False) -> tuple[str, str]:
+    def status(self) -> tuple[str, str]:
         """What a summary says of the property: a word and, where it helps, why.
 
         ``violated`` (a failure that replays), ``unconfirmed`` (seen, never
@@ -230,10 +230,7 @@ class PropertyStats:
         if self.non_strict:
             return "non-strict", self.non_strict[0].message
         if not self.examples:
-            why = "the budget went to shrinking other violations" if budget_spent_shrinking else (
-                "no script reached it"
-            )
-            return "not exercised", why
+            return "not exercised", "no script reached it"
         return "ok", ""
 
 

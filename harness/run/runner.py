@@ -1,34 +1,31 @@
 """``check``: every property, against one server, driven by Hypothesis.
 
-One Hypothesis run draws scripts; each example runs through the
-:class:`~harness.run.checker.Checker`, which judges every property at once.
-A violated property raises its own exception type, so Hypothesis keeps the
-distinct bugs apart, shrinks each to a minimal script, and replays each
-minimal script last: the last failing script recorded for a property is its
-reproducer.
-
-Hypothesis stops looking soon after its first bug (it then shrinks what it
-has), so the search goes on in *rounds*: while budget remains, another
-Hypothesis run (seed + round) looks for properties that have no reproducer
-yet, the ones that have being ignored in its verdicts. A server whose easy
-bug (say, a leaked fd on close) is found first is still searched for its
-harder one (no EOF after a half-close).
+The search checks the scripts the example database kept from earlier runs
+(:mod:`harness.run.corpus`), then draws new ones with one Hypothesis run;
+each example goes through the :class:`~harness.run.checker.Checker`, which
+judges every property at once. The test never raises: a violated property
+is recorded with the script that first broke it, and the search goes on for
+the others, the properties already broken no longer judged (so a server
+whose easy bug, say a leaked fd on close, shows in every example is still
+searched for its hard one, no EOF after a half-close, in the same run, with
+Hypothesis's target() steering intact). Hypothesis would stop looking soon
+after a first failure; a fresh run per finding started from its simplest
+scripts every time.
 
 Budgets, in wall-clock time: ``time_budget`` for the search (no new
-example is drawn past it; ``max_examples`` bounds it too), then at most
+example is started past it; ``max_examples`` bounds it too), then at most
 ``shrink_budget`` more to make what it found small and confirm it, so a run
 ends within ``time_budget + shrink_budget`` (plus the fd-exhaustion scenario,
-a few seconds). Hypothesis's shrinking of the bugs a round found gets half
-of ``shrink_budget`` from the round's first find; past that the smallest
-failing script found so far is kept, and the next round starts.
-``until_found`` ends the search early, once each of its properties has been
-violated. After the search, each failing script is cut down further by the
-reducer (:mod:`harness.run.reduce`: whole connections, steps, then sizes)
-in the rest of the shrink budget, then replayed ``confirm`` times: the
-report says ``confirmed 3/3``, and a violation that never replays is
-reported apart, as unconfirmed. With a ``seed`` no example database is
-used, so the same seed and ``max_examples`` draw the same scripts on every
-run.
+a few seconds). ``until_found`` ends the search early, once each of its
+properties has been violated. After the search, each failing script is cut
+down by the reducer (:mod:`harness.run.reduce`: halves, whole connections,
+steps, then sizes; every cut kept only if it still fails twice), then
+replayed ``confirm`` times: the report says ``confirmed 3/3``, and a
+violation that never replays is reported apart, as unconfirmed. Campaigns
+(``settle_as_found``) cut down, confirm and save findings in batches as the
+search goes on (a batch is started at most half a minute after its first
+find). With a ``seed`` no example database is used, so the same seed and
+``max_examples`` draw the same scripts on every run.
 
 Non-strict findings (legal but impolite: a slow accept queue, a server that
 drops a client that does not read) are recorded with the first script that
@@ -38,7 +35,6 @@ showed them and never fail a run or stop the search.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -50,11 +46,11 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis import target as hypothesis_target
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
-from hypothesis.errors import Flaky
+from hypothesis.errors import Unsatisfiable
 
 from harness.drive.netns import NetworkSetup
 from harness.drive.process import ServerProcess
-from harness.model.errors import PropertyViolation, ServerStartError, UsageError
+from harness.model.errors import ServerStartError, UsageError
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.properties import (
     ACCEPT_ROBUST,
@@ -72,27 +68,35 @@ from harness.model.reduction import renumbered
 from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.run.checker import Checker, Outcome
-from harness.run.corpus import SaveOnlyDatabase
+from harness.run.corpus import forget, forget_failure, save_failure, saved_failures
 from harness.run.reduce import reduce, still_fails
 from harness.run.report import NON_STRICT, Reproducer, RunReport, ViolationRecord
 from harness.run.scenarios import run_scenario
-from harness.run.verdict import enforce
+from harness.run.verdict import record_evidence
 
 DEFAULT_MAX_EXAMPLES = 200
 DEFAULT_TIME_BUDGET = 60.0
 DEFAULT_SHRINK_BUDGET = 60.0
 UNBOUNDED = 10**9  # max_examples when only the time budget bounds the search
 DEFAULT_CONFIRM = 3
+#: A campaign's finding is cut down, confirmed and reported at most this long after it was found.
+SETTLE_WITHIN = 30.0
 CONFIRM_RESERVE = 2.0  # seconds kept per failure for its confirming replays when the reducer runs
 DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
 PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
 
 
-class _BudgetSpent(BaseException):
-    """Stops Hypothesis (it lets BaseExceptions through) when shrinking takes too long."""
+class _BudgetSpent(KeyboardInterrupt):
+    """Stops Hypothesis once the search's time is up.
+
+    A KeyboardInterrupt, because that is the one exception Hypothesis's engine
+    lets through as it is: any other raised while a script is drawn makes it
+    conclude the half-drawn example and report its own (false)
+    "inconsistent data generation" error.
+    """
 
 
-class Interrupted(BaseException):
+class Interrupted(KeyboardInterrupt):
     """The user asked the run to stop (SIGINT or SIGTERM); raised between examples."""
 
 
@@ -135,12 +139,12 @@ class CheckConfig:
     # Replays of each reproducer that confirm it (0: none; every violation is reported as found).
     confirm: int = DEFAULT_CONFIRM
     # A campaign's shared example database (a directory or Redis), used instead of ``database``
-    # (see harness.run.corpus for how each round uses it); None: ``database``.
+    # (see harness.run.corpus); None: ``database``.
     shared_database: ExampleDatabase | None = None
-    # Campaigns: each round's findings are cut down, confirmed and saved as soon as the round
-    # ends (``on_finding`` hears of each), not when the run ends; and the search is steered
+    # Campaigns: findings are cut down, confirmed and saved in batches while the search goes on
+    # (``on_finding`` hears of each), not when the run ends; and the search is steered
     # toward the fault events seen least so far, with Hypothesis's target().
-    settle_each_round: bool = False
+    settle_as_found: bool = False
     steer: bool = False
 
     @property
@@ -171,6 +175,12 @@ class _RunState:
     non_strict: dict[str, tuple[Violation, Script]] = field(default_factory=dict)  # the first of each
     diagnostics: set[str] = field(default_factory=set)
     confirmations: dict[str, int] = field(default_factory=dict)  # property -> replays that failed it
+    from_scenario: set[str] = field(default_factory=set)  # properties the fixed scenario broke first
+    corpus: ExampleDatabase | None = None  # where reproducers' scripts are kept for the next run
+    # Campaigns: the example count and time of the first finding not settled yet, and the
+    # count at the last new one (see _time_to_settle).
+    unsettled_since: tuple[int, float] | None = None
+    last_new_at: int = 0
 
 
 Progress = Callable[[RunReport], None]
@@ -216,7 +226,7 @@ def run_check(
     ``checker``: the one to search with, built by the caller for the configured server
     (the entry points' judges only the selected properties); by default one is built here.
     ``on_finding``: told of each violation once its reproducer is saved (with
-    ``settle_each_round``, as each round ends; otherwise at the end).
+    ``settle_as_found``, in batches during the search; otherwise at the end).
     """
     report = RunReport(config.described_server, config.seed)
     if config.capture_dir is None:
@@ -231,7 +241,7 @@ def run_check(
         assert config.server_command is not None
         server = ServerProcess(config.server_command, ready_timeout=config.limits.startup_timeout)
         checker = Checker(server, limits=config.limits, capture_dir=config.capture_dir)
-    state = _RunState(time.monotonic())
+    state = _RunState(time.monotonic(), corpus=_corpus(config))
     # The fixed scenario is the one way to see some accept-robust bugs (EMFILE): when the run
     # is only after known bugs, it goes first, so that a search need not wait for it.
     scenarios_first = config.scenarios and ACCEPT_ROBUST in config.until_found
@@ -239,10 +249,11 @@ def run_check(
         run_scenarios(config, report)
         if report.properties[ACCEPT_ROBUST].violations:
             state.seen.add(ACCEPT_ROBUST)
+            state.from_scenario.add(ACCEPT_ROBUST)
     try:
         checker.start()
         chosen = strategy if strategy is not None else default_strategy()
-        _run_hypothesis(config, checker, chosen, report, state, progress, stop, on_finding)
+        _search(config, checker, chosen, report, state, progress, stop, on_finding)
         unsettled = [name for name in state.failures if name not in state.settled]
         if stop is None or stop.signal is None:
             # The shrink budget counts from the search's end: a search that ended early
@@ -268,7 +279,7 @@ def run_check(
     return report
 
 
-def _run_hypothesis(
+def _search(
     config: CheckConfig,
     checker: Checker,
     strategy: st.SearchStrategy[Script],
@@ -278,57 +289,31 @@ def _run_hypothesis(
     stop: StopSignal | None,
     on_finding: FindingHeard | None = None,
 ) -> None:
+    """The saved scripts, then one Hypothesis run, until the time budget, ``max_examples`` or ``until_found``.
+
+    The test never raises: a violation is recorded (the first script that
+    broke each property) and the search goes on, so that a server with an
+    easy bug (a leaked fd on every close) is still searched for its hard one
+    (no EOF after a half-close) by the same run, its target() steering
+    intact. Hypothesis would stop soon after its first failure and shrink;
+    earlier versions then started a new run, from the simplest scripts
+    again, for each finding: a 45 s run against the one-shot mutant drew 46
+    scripts in all and never the one that shows its bug. Properties that
+    have a failing script are not judged again (no cleanup wait for a server
+    known to leak), which keeps the examples that look for the others short.
+    """
     deadline = [state.started + config.time_budget]  # moved earlier once until_found is satisfied
-    # Hypothesis shrinks in the first half of the shrink budget; the reducer and the confirming
-    # replays have the second (see _reduce): no example of the search starts past this.
-    last = state.started + config.time_budget + config.shrink_budget / 2
-    # A property with a reproducer already (from the scenario) is not searched for again.
-    before = frozenset(name for name, stats in report.properties.items() if stats.violations)
-    for round_ in itertools.count():
-        known = before | frozenset(state.failures)
-        _search_round(config, checker, strategy, report, state, progress, stop, round_, known, deadline, last)
-        if config.settle_each_round and (stop is None or stop.signal is None):
-            _settle(config, checker, report, state, stop, on_finding)
-        if (
-            time.monotonic() >= deadline[0]
-            or report.examples >= config.max_examples
-            or before | frozenset(state.failures) == known  # nothing new: Hypothesis ran out of examples
-        ):
-            return
-
-
-def _search_round(
-    config: CheckConfig,
-    checker: Checker,
-    strategy: st.SearchStrategy[Script],
-    report: RunReport,
-    state: _RunState,
-    progress: Progress | None,
-    stop: StopSignal | None,
-    round_: int,
-    known: frozenset[str],
-    deadline: list[float],
-    last: float,
-) -> None:
-    """One Hypothesis run; violations of the ``known`` properties (they have a reproducer) do not fail it."""
-    round_end = [last]  # the shrink window, from this round's first find
-    found = [False]  # has this round found anything new?
 
     def stop_if_due() -> None:
         if stop is not None and stop.signal is not None:
             raise Interrupted
-        now = time.monotonic()
-        if now > round_end[0] or (not found[0] and now > deadline[0]):
-            raise _BudgetSpent  # the search is over, or this round's shrinking is
+        if time.monotonic() > deadline[0]:
+            raise _BudgetSpent
 
-    def one_example(script: Script) -> None:
-        stop_if_due()
+    def one_example(script: Script) -> Outcome:
+        known = frozenset(state.failures) | frozenset(state.from_scenario)
         outcome = checker.check(script, skip=known)
         _count(report, outcome)
-        if config.steer:
-            # Scripts that reach fault events seen rarely so far score high: Hypothesis's target
-            # phase then mutates them further, so hours explore states that minutes do not.
-            hypothesis_target(scarcity(outcome.evidence, state.evidence), label=SCARCE_EVENTS)
         state.evidence.update(outcome.evidence)
         report.evidence = dict(state.evidence)  # live, for progress displays
         state.diagnostics.update(outcome.diagnostics)
@@ -336,54 +321,130 @@ def _search_round(
             state.non_strict.setdefault(finding.property_name, (finding, script))
         if progress is not None:
             progress(report)
-        new = [v for v in outcome.violations if v.property_name not in known]
-        if new:
-            worst = primary(new)
-            now = time.monotonic()
-            elapsed = now - state.started
-            state.first_found.setdefault(worst.property_name, elapsed)
-            # Keep the smallest failing script seen for the property: Hypothesis
-            # tries smaller candidates for the bug it shrinks, but shrinking
-            # another bug may break this property too, with a larger script.
-            kept = state.failures.get(worst.property_name)
-            if kept is None or _size(script) < _size(kept.script):
-                state.failures[worst.property_name] = _Failure(script, worst, outcome.violations, elapsed)
-            round_end[0] = min(round_end[0], now + config.shrink_budget / 2)
-            found[0] = True
+        if _record_new(state, script, outcome, known):
+            state.last_new_at = report.examples
+            if state.unsettled_since is None:
+                state.unsettled_since = (report.examples, time.monotonic())
         state.seen.update(v.property_name for v in outcome.violations)
         if config.until_found and config.until_found <= state.seen:
             deadline[0] = min(deadline[0], time.monotonic())
-        enforce(dataclasses.replace(outcome, violations=new) if known else outcome)
+        if config.settle_as_found and _time_to_settle(state, report.examples) and not _stopping(stop):
+            _settle(config, checker, report, state, stop, on_finding)
+            state.unsettled_since = None
+        return outcome
 
-    # Later rounds ignore some violations: they must not touch the saved examples. A seeded run
-    # replays nothing saved, so that the same seed draws the same scripts every time.
-    database: ExampleDatabase | None = None
-    if config.shared_database is not None:
-        # Later rounds ignore known properties: their saved failures must neither replay nor go.
-        database = config.shared_database if not round_ else SaveOnlyDatabase(config.shared_database)
-    elif config.database is not None and not round_ and config.seed is None:
-        database = DirectoryBasedExampleDatabase(str(config.database))
-    test = settings(
-        max_examples=max(1, config.max_examples - report.examples),
-        deadline=None,
-        database=database,
-        derandomize=False,
-        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=True,
-        print_blob=False,
-        # The CLI reports violations itself; Hypothesis would also print a
-        # "reproduce with @seed" note whenever a budget stops a search.
-        verbosity=Verbosity.quiet,
-    )(given(_checked_before_drawing(strategy, stop_if_due))(one_example))
-    if config.seed is not None:
-        test = hypothesis_seed(config.seed + round_)(test)
     try:
-        test()
-    except _BudgetSpent:
-        pass
-    except (PropertyViolation, Flaky, BaseExceptionGroup):
-        pass  # every failure is in state.failures, with its script
+        _replay_corpus(state, one_example, stop_if_due)
+        if report.examples < config.max_examples:
+            _hypothesis_search(config, strategy, state, one_example, stop_if_due, report.examples)
+    except (_BudgetSpent, Interrupted):
+        pass  # what was found is in state.failures; run_check raises Interrupted once it is saved
+
+
+def _time_to_settle(state: _RunState, examples: int) -> bool:
+    """Has a campaign searched long enough past its unsettled findings to settle them now?
+
+    Hypothesis's own rule for going on after a first failure (at least ten
+    examples more, and stop once the later half of the search found nothing
+    new, or after 1,000), with a cap in time: findings come in batches (a
+    server's easy bugs show in the same first examples, and settling each
+    one as it came cost the search its first minutes), and none waits long.
+    """
+    if state.unsettled_since is None:
+        return False
+    first, since = state.unsettled_since
+    if time.monotonic() - since >= SETTLE_WITHIN:
+        return True
+    return examples - first >= 10 and (examples >= 2 * state.last_new_at or examples - first >= 1000)
+
+
+def _stopping(stop: StopSignal | None) -> bool:
+    return stop is not None and stop.signal is not None
+
+
+def _replay_corpus(
+    state: _RunState, one_example: Callable[[Script], Outcome], stop_if_due: Callable[[], None]
+) -> None:
+    """Check the corpus's saved scripts first; forget the ones that no longer break their property."""
+    if state.corpus is None:
+        return
+    saved, unreadable = saved_failures(state.corpus)
+    if unreadable:
+        state.diagnostics.add(f"{unreadable} saved script(s) in the example database could not be read")
+    for entry in saved:
+        stop_if_due()
+        outcome = one_example(entry.script)
+        broken = {v.property_name for v in outcome.violations} | set(state.failures)
+        if entry.property_name not in broken:
+            forget(state.corpus, entry)
+
+
+def _hypothesis_search(
+    config: CheckConfig,
+    strategy: st.SearchStrategy[Script],
+    state: _RunState,
+    one_example: Callable[[Script], Outcome],
+    stop_if_due: Callable[[], None],
+    done: int,
+) -> None:
+    def test(script: Script) -> None:
+        stop_if_due()
+        outcome = one_example(script)
+        record_evidence(outcome)
+        if config.steer:
+            # Scripts that reach fault events seen rarely so far score high: Hypothesis's target
+            # phase then mutates them further, so hours explore states that minutes do not. The
+            # events of this example are already counted: its own score is what it adds.
+            before = state.evidence - Counter(outcome.evidence)
+            hypothesis_target(scarcity(outcome.evidence, before), label=SCARCE_EVENTS)
+
+    run = settings(
+        max_examples=max(1, config.max_examples - done),
+        deadline=None,
+        database=None,  # failing scripts are kept in the corpus (harness.run.corpus), not as choices
+        derandomize=False,
+        phases=(Phase.generate, Phase.target),  # nothing raises, so nothing would be shrunk
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+    )(given(_checked_before_drawing(strategy, stop_if_due))(test))
+    if config.seed is not None:
+        run = hypothesis_seed(config.seed)(run)
+    try:
+        run()
+    except Unsatisfiable:
+        pass  # the strategy rejected everything it drew until Hypothesis gave up: nothing to check
+
+
+def _record_new(state: _RunState, script: Script, outcome: Outcome, known: frozenset[str]) -> bool:
+    """Keep ``script`` for each property it is the first to break; was any?
+
+    Every newly broken property gets the script, so that each is cut down
+    for itself, except when the server died: a dead server explains the
+    rest, and survives alone is recorded.
+    """
+    new = [v for v in outcome.violations if v.property_name not in known]
+    if not new:
+        return False
+    if any(v.property_name == SURVIVES for v in new):
+        new = [primary(new)]
+    elapsed = time.monotonic() - state.started
+    for violation in new:
+        state.first_found.setdefault(violation.property_name, elapsed)
+        state.failures[violation.property_name] = _Failure(script, violation, outcome.violations, elapsed)
+        if state.corpus is not None:
+            # Kept at once, as drawn: a run stopped before this is cut down loses nothing.
+            save_failure(state.corpus, violation.property_name, script)
+    return True
+
+
+def _corpus(config: CheckConfig) -> ExampleDatabase | None:
+    """The campaign's shared corpus, else the run's own database; none for a seeded run (so that
+    the same seed checks the same scripts every time)."""
+    if config.shared_database is not None:
+        return config.shared_database
+    if config.database is None or config.seed is not None:
+        return None
+    return DirectoryBasedExampleDatabase(str(config.database))
 
 
 def _size(script: Script) -> tuple[int, int]:
@@ -432,11 +493,11 @@ def _settle(
     stop: StopSignal | None,
     on_finding: FindingHeard | None,
 ) -> None:
-    """Cut down, confirm and save the failures a round found, in half the shrink budget."""
+    """Cut down, confirm and save the failures not settled yet, in the shrink budget."""
     names = [name for name in state.failures if name not in state.settled]
     if not names:
         return
-    _reduce(config, checker, state, stop, names, time.monotonic() + config.shrink_budget / 2)
+    _reduce(config, checker, state, stop, names, time.monotonic() + config.shrink_budget)
     _confirm(config, checker, state, stop, names)
     for record in _record_failures(config, report, state, names):
         if on_finding is not None:
@@ -535,6 +596,10 @@ def _record_failures(
             also=also,
         )
         path = repro.save(config.artifacts)
+        if state.corpus is not None:
+            save_failure(state.corpus, name, failure.script)
+            if failure.found is not None and failure.found != failure.script:
+                forget_failure(state.corpus, name, failure.found)  # the reproducer replaces it
         confirmed = state.confirmations.get(name)
         replays = config.confirm if confirmed is not None else 0
         report.properties[name].violations.append(
