@@ -32,7 +32,7 @@ import psutil
 from harness.drive.process import ServerCommand, ServerProcess, describe_exit
 from harness.model.errors import ServerStartError, UsageError
 from harness.model.limits import Limits
-from harness.model.scenario import Scenario
+from harness.model.scenario import CONTROL_CLIENTS, Scenario
 from harness.model.script import Payload, Script, Step
 from harness.run.checker import Checker, Outcome
 
@@ -290,5 +290,6 @@ def _payload(payload: Payload) -> str:
 def scenario_line(scenario: Scenario) -> str:
     return (
         f"fixed scenario {scenario.name}: the server started with RLIMIT_NOFILE={scenario.nofile}, "
-        f"{scenario.connections} clients connect at once, then close"
+        f"a control of {CONTROL_CLIENTS} clients, then {scenario.connections} clients connect at once, "
+        "then close"
     )

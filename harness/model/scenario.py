@@ -15,6 +15,7 @@ from harness.model.limits import Limits
 
 FD_EXHAUSTION = "fd-exhaustion"
 EXTRA_CONNECTIONS = 32
+CONTROL_CLIENTS = 8  # the control's clients, before the exhaustion: well under any RLIMIT_NOFILE set
 
 
 @dataclass(frozen=True)

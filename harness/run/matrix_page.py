@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.model.errors import HarnessError
 from harness.model.properties import PROPERTIES
-from harness.model.scenario import Scenario
+from harness.model.scenario import CONTROL_CLIENTS, Scenario
 from harness.model.script import (
     AbortConnect,
     BurstConnect,
@@ -403,7 +403,8 @@ def step_words(step: Step) -> str:
 def scenario_words(scenario: Scenario) -> str:
     return (
         f"Fixed scenario {scenario.name}: a second instance of the server starts with RLIMIT_NOFILE="
-        f"{scenario.nofile}; {scenario.connections} clients connect at once, then close; the server must "
+        f"{scenario.nofile}; first a control ({CONTROL_CLIENTS} clients send a byte, half reset, half "
+        f"stay idle), then {scenario.connections} clients connect at once, then close; the server must "
         "neither die nor spin, and must serve again afterwards."
     )
 

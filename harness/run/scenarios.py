@@ -29,7 +29,7 @@ from harness.drive.process import ServerProcess
 from harness.model.errors import ServerDiedError
 from harness.model.limits import Limits
 from harness.model.properties import ACCEPT_ROBUST, CLEANUP, IDLE_CPU, SURVIVES, Violation, primary
-from harness.model.scenario import Scenario
+from harness.model.scenario import CONTROL_CLIENTS, Scenario
 from harness.model.script import Connect, Payload, Read, Reset, Script, Send
 from harness.run.checker import Checker
 
@@ -37,7 +37,6 @@ RECOVERY_TIMEOUT = 10.0
 ACCEPT_SETTLE = 1.0  # the fd count unchanged this long at the limit: the server tried its last accept()
 RETRY_SETTLE = 2.5  # ... or this long anywhere (past the kernel's first handshake retry, at 1 s)
 AT_LIMIT = 2  # "at the limit": this close to RLIMIT_NOFILE (a descriptor or two may be spare)
-CONTROL_CLIENTS = 8  # the control's clients: well under any RLIMIT_NOFILE the scenario sets
 
 
 def control_script(clients: int = CONTROL_CLIENTS) -> Script:
