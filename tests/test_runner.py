@@ -1,4 +1,4 @@
-"""The runner's budgets hold whatever Hypothesis does between calls of the test.
+"""The runner: its budgets hold whatever Hypothesis does; its example database keeps what failed.
 
 A real reference server (started and stopped by the runner), no scenarios;
 the inputs come from a strategy that never lets an example reach the test.
@@ -6,14 +6,17 @@ the inputs come from a strategy that never lets an example reach the test.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from hypothesis import reject
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness.drive.process import reference_command
 from harness.model.script import Script
+from harness.run.report import RunReport
 from harness.run.runner import CheckConfig, run_check
 
 DRAW_SECONDS = 0.2
@@ -43,3 +46,32 @@ def test_the_time_budget_holds_while_hypothesis_draws_without_testing(tmp_path: 
     # Hypothesis alone would try hundreds of inputs (DRAW_SECONDS each) before giving up.
     assert time.monotonic() - started < config.time_budget + 20 * DRAW_SECONDS + 10
     assert report.examples == 0 and report.ok
+
+
+def test_a_failing_script_is_kept_replayed_first_and_forgotten_once_fixed(tmp_path: Path) -> None:
+    """The example database across runs, as a user's CI meets it: a bug found, then fixed."""
+    from harness.run.corpus import saved_failures
+
+    buggy = f"{sys.executable} -m server_under_test.mutants.ignore_eof --host {{host}} --port 0 --mode lt"
+    database = tmp_path / "db"
+
+    def run(server: str, max_examples: int) -> RunReport:
+        config = CheckConfig(
+            server, max_examples=max_examples, time_budget=30.0, shrink_budget=5.0, confirm=1,
+            scenarios=False, database=database, artifacts=tmp_path / "art",
+            until_found=frozenset({"cleanup"}),
+        )  # fmt: skip
+        return run_check(config)
+
+    first = run(buggy, 200)
+    assert first.properties["cleanup"].violations, "the mutant's leak was not found"
+    kept, unreadable = saved_failures(DirectoryBasedExampleDatabase(str(database)))
+    assert unreadable == 0 and "cleanup" in {k.property_name for k in kept}
+    # The next run checks the saved script first (one script kept for two properties is checked
+    # once), and, its max_examples reached, nothing more.
+    again = run(buggy, 1)
+    assert again.examples == len({k.script for k in kept}) and again.properties["cleanup"].violations
+    # Against a server without the bug the saved scripts pass, and are forgotten.
+    fixed = run(reference_command("lt"), 3)
+    assert fixed.ok
+    assert saved_failures(DirectoryBasedExampleDatabase(str(database))) == ([], 0)

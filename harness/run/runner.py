@@ -68,7 +68,7 @@ from harness.model.reduction import renumbered
 from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.run.checker import Checker, Outcome
-from harness.run.corpus import forget, forget_failure, save_failure, saved_failures
+from harness.run.corpus import SavedFailure, forget, forget_failure, save_failure, saved_failures
 from harness.run.reduce import reduce, still_fails
 from harness.run.report import NON_STRICT, Reproducer, RunReport, ViolationRecord
 from harness.run.scenarios import run_scenario
@@ -371,12 +371,16 @@ def _replay_corpus(
     saved, unreadable = saved_failures(state.corpus)
     if unreadable:
         state.diagnostics.add(f"{unreadable} saved script(s) in the example database could not be read")
-    for entry in saved:
+    by_script: dict[Script, list[SavedFailure]] = {}
+    for entry in saved:  # one script kept for several properties is checked once
+        by_script.setdefault(entry.script, []).append(entry)
+    for script, entries in by_script.items():
         stop_if_due()
-        outcome = one_example(entry.script)
+        outcome = one_example(script)
         broken = {v.property_name for v in outcome.violations} | set(state.failures)
-        if entry.property_name not in broken:
-            forget(state.corpus, entry)
+        for entry in entries:
+            if entry.property_name not in broken:
+                forget(state.corpus, entry)
 
 
 def _hypothesis_search(
