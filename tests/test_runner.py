@@ -75,3 +75,19 @@ def test_a_failing_script_is_kept_replayed_first_and_forgotten_once_fixed(tmp_pa
     fixed = run(reference_command("lt"), 3)
     assert fixed.ok
     assert saved_failures(DirectoryBasedExampleDatabase(str(database))) == ([], 0)
+
+
+def test_a_campaign_settles_its_findings_in_batches() -> None:
+    """Hypothesis's rule for going on after a failure (ten more examples at least, and until the
+    later half found nothing new), capped at SETTLE_WITHIN seconds after the batch's first find."""
+    from harness.run.runner import SETTLE_WITHIN, _RunState, _time_to_settle
+
+    now = time.monotonic()
+    state = _RunState(now, unsettled_since=(5, now), last_new_at=5)
+    assert not _time_to_settle(state, 14)  # nine examples past the find
+    assert _time_to_settle(state, 15)
+    state.last_new_at = 20  # another property found at example 20: the later half goes on
+    assert not _time_to_settle(state, 30) and _time_to_settle(state, 40)
+    state.unsettled_since = (5, now - SETTLE_WITHIN)
+    assert _time_to_settle(state, 6)
+    assert not _time_to_settle(_RunState(now), 1000)  # nothing to settle
