@@ -91,3 +91,42 @@ def test_a_campaign_settles_its_findings_in_batches() -> None:
     state.unsettled_since = (5, now - SETTLE_WITHIN)
     assert _time_to_settle(state, 6)
     assert not _time_to_settle(_RunState(now), 1000)  # nothing to settle
+
+
+TICKING_SERVER = """
+import selectors, socket, sys
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+listener.setblocking(False)
+sel = selectors.DefaultSelector()
+sel.register(listener, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select(timeout=0.02):  # a timer: never asleep for good, so pauses run in full
+        if key.fileobj is listener:
+            conn, _ = listener.accept()
+            conn.setblocking(False)
+            sel.register(conn, selectors.EVENT_READ)
+        else:
+            data = key.fileobj.recv(65536)
+            if data:
+                key.fileobj.send(data)
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+"""
+
+
+def test_an_example_still_running_when_the_time_is_up_stops_at_its_next_step(tmp_path: Path) -> None:
+    from harness.model.script import Connect, Pause
+
+    server = tmp_path / "ticking.py"
+    server.write_text(TICKING_SERVER)
+    long_script = Script((Connect(0), *[Pause(1000)] * 10))  # 10 s, a step a second
+    config = CheckConfig(
+        f"{sys.executable} {server} {{port}}", max_examples=5, time_budget=1.5, shrink_budget=1.0,
+        seed=1, scenarios=False, database=None, artifacts=tmp_path,
+    )  # fmt: skip
+    started = time.monotonic()
+    report = run_check(config, strategy=st.just(long_script))
+    # Abandoned at the step after 1.5 s, not played for 10 s; half a script is judged on nothing.
+    assert time.monotonic() - started < 7
+    assert report.ok and report.examples == 0

@@ -35,6 +35,10 @@ class ServerDiedError(HarnessError):
     """The server under test exited while the harness was using it."""
 
 
+class ExampleAbandoned(HarnessError):
+    """A script was stopped between two steps because the run's time was up: no verdict on it."""
+
+
 class PropertyViolation(HarnessError, AssertionError):
     """A property did not hold. ``property_name`` is the stable name used in reports."""
 

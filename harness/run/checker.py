@@ -25,7 +25,7 @@ from pathlib import Path
 from harness.drive.executor import Client, Connections, Executor
 from harness.drive.observe import Descriptors, ServerObserver, listen_backlog, server_send_queue
 from harness.drive.process import ServerProcess
-from harness.model.errors import ServerDiedError, ServerStartError
+from harness.model.errors import ExampleAbandoned, ServerDiedError, ServerStartError
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.oracle import NO_CROSSTALK
 from harness.model.properties import (
@@ -89,6 +89,8 @@ class Checker:
         # the wire (graceful-fin) and saved there as NNNNN.pcap.
         self.capture_dir = capture_dir
         self.captures = 0
+        # Scripts still running past this moment are abandoned between steps (see Executor.run).
+        self.give_up_at: float | None = None
         self.observer: ServerObserver | None = None
         self.fd_baseline = 0
         self.restarts = 0
@@ -168,12 +170,18 @@ class Checker:
         waited for: a leak or a busy loop then only restarts the server, so that a search for
         other bugs does not pay a cleanup deadline or an idle window on every example."""
         started = time.monotonic()
-        if self.capture_dir is None:
-            executor = self.begin(skip)
-            outcome = self.judge(script, executor.run(script))
-        else:
-            self.captures += 1
-            outcome, _ = self.check_captured(script, self.capture_dir / f"{self.captures:05d}.pcap", skip)
+        try:
+            if self.capture_dir is None:
+                executor = self.begin(skip)
+                outcome = self.judge(script, executor.run(script))
+            else:
+                self.captures += 1
+                outcome, _ = self.check_captured(script, self.capture_dir / f"{self.captures:05d}.pcap", skip)
+        except ExampleAbandoned:
+            # Half a script leaves the server in a state no baseline describes: start afresh.
+            if self.server is not None:
+                self.restart()
+            raise
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -222,7 +230,9 @@ class Checker:
         self._diagnostics = []
         self._probe_ports = []
         self._memory_before = None
-        return Executor(self.address, self.limits, self._checkpoint, self)
+        executor = Executor(self.address, self.limits, self._checkpoint, self)
+        executor.give_up_at = self.give_up_at
+        return executor
 
     def judge(self, script: Script, transcript: Transcript) -> Outcome:
         """Judge a settled transcript and the server after it; restart the server if it broke."""

@@ -50,7 +50,7 @@ from hypothesis.errors import Unsatisfiable
 
 from harness.drive.netns import NetworkSetup
 from harness.drive.process import ServerProcess
-from harness.model.errors import ServerStartError, UsageError
+from harness.model.errors import ExampleAbandoned, ServerStartError, UsageError
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.properties import (
     ACCEPT_ROBUST,
@@ -312,7 +312,10 @@ def _search(
 
     def one_example(script: Script) -> Outcome:
         known = frozenset(state.failures) | frozenset(state.from_scenario)
-        outcome = checker.check(script, skip=known)
+        try:
+            outcome = checker.check(script, skip=known)
+        except ExampleAbandoned:
+            raise _BudgetSpent from None
         _count(report, outcome)
         state.evidence.update(outcome.evidence)
         report.evidence = dict(state.evidence)  # live, for progress displays
@@ -333,12 +336,17 @@ def _search(
             state.unsettled_since = None
         return outcome
 
+    # An example still running when the time is up stops at its next step, unjudged: the budget
+    # the user gave holds within a step, not within an example (a slow server's can take 20 s).
+    checker.give_up_at = state.started + config.time_budget
     try:
         _replay_corpus(state, one_example, stop_if_due)
         if report.examples < config.max_examples:
             _hypothesis_search(config, strategy, state, one_example, stop_if_due, report.examples)
     except (_BudgetSpent, Interrupted):
         pass  # what was found is in state.failures; run_check raises Interrupted once it is saved
+    finally:
+        checker.give_up_at = None
 
 
 def _time_to_settle(state: _RunState, examples: int) -> bool:

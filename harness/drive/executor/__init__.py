@@ -22,10 +22,12 @@ flood, at the quiet moment), in the spirit of trio's stream hooks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from harness.drive.executor.connections import Checkpoint, Client, Connections, ServerWatch
 from harness.drive.executor.faults import FaultSteps
+from harness.model.errors import ExampleAbandoned
 from harness.model.script import (
     AbortConnect,
     BurstConnect,
@@ -52,6 +54,8 @@ class Executor(FaultSteps):
         self.transcript = Transcript(script)
         try:
             for index, step in enumerate(script.steps):
+                if index and self.give_up_at is not None and time.monotonic() > self.give_up_at:
+                    raise ExampleAbandoned(f"time was up after step {index} of {len(script.steps)}")
                 self.step_index = index
                 self.run_step(step)
                 if self.transcript.stalled:

@@ -87,6 +87,9 @@ class Connections:
         self.orphans: list[socket.socket] = []  # sockets whose connection was reset on the wire
         self.transcript = Transcript(Script(()))
         self.step_index = 0
+        # Past this moment (time.monotonic()) a script is abandoned before its next step: a search's
+        # time is up, and one example of megabytes to a slow server can take twenty seconds.
+        self.give_up_at: float | None = None
 
     @property
     def oracle(self) -> EchoOracle:
