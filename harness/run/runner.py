@@ -255,7 +255,7 @@ def run_check(
         chosen = strategy if strategy is not None else default_strategy()
         _search(config, checker, chosen, report, state, progress, stop, on_finding)
         unsettled = [name for name in state.failures if name not in state.settled]
-        if stop is None or stop.signal is None:
+        if not _stopping(stop):
             # The shrink budget counts from the search's end: a search that ended early
             # (until_found, max_examples) does not hand the rest of its time to the reducer.
             search_end = min(time.monotonic(), state.started + config.time_budget)
@@ -271,7 +271,7 @@ def run_check(
         if on_finding is not None:
             on_finding(record)
     _record_non_strict(config, report, state)
-    if stop is not None and stop.signal is not None:
+    if _stopping(stop):
         raise Interrupted
     if config.scenarios and not scenarios_first:
         run_scenarios(config, report)
@@ -305,7 +305,7 @@ def _search(
     deadline = [state.started + config.time_budget]  # moved earlier once until_found is satisfied
 
     def stop_if_due() -> None:
-        if stop is not None and stop.signal is not None:
+        if _stopping(stop):
             raise Interrupted
         if time.monotonic() > deadline[0]:
             raise _BudgetSpent
@@ -332,7 +332,11 @@ def _search(
         if config.until_found and config.until_found <= state.seen:
             deadline[0] = min(deadline[0], time.monotonic())
         if config.settle_as_found and _time_to_settle(state, report.examples) and not _stopping(stop):
-            _settle(config, checker, report, state, stop, on_finding)
+            give_up_at, checker.give_up_at = checker.give_up_at, None  # the shrink budget's, not the search's
+            try:
+                _settle(config, checker, report, state, stop, on_finding)
+            finally:
+                checker.give_up_at = give_up_at
             state.unsettled_since = None
         return outcome
 
@@ -356,7 +360,7 @@ def _time_to_settle(state: _RunState, examples: int) -> bool:
     examples more, and stop once the later half of the search found nothing
     new, or after 1,000), with a cap in time: findings come in batches (a
     server's easy bugs show in the same first examples, and settling each
-    one as it came cost the search its first minutes), and none waits long.
+    one as it came cost a 25 s campaign its first 10 s), and none waits long.
     """
     if state.unsettled_since is None:
         return False
@@ -527,7 +531,7 @@ def _reduce(
     """Cut each failing script down (see :mod:`harness.run.reduce`), sharing the time up to ``last``."""
     names = sorted(failing, key=PRIORITY.index)
     for done, name in enumerate(names):
-        if stop is not None and stop.signal is not None:
+        if _stopping(stop):
             return
         # Each failure gets an equal share of the time left, keeping a margin for the confirmations.
         left = last - time.monotonic() - CONFIRM_RESERVE * len(names)
@@ -576,7 +580,7 @@ def _replays(
     failed = 0
     first = None
     for _ in range(config.confirm):
-        if stop is not None and stop.signal is not None:
+        if _stopping(stop):
             break
         try:
             outcome = checker.check(script)
