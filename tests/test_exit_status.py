@@ -408,13 +408,18 @@ def test_sigterm_during_a_run_exits_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not any("server_under_test" in " ".join(p.cmdline()) for p in _children(proc.pid)):
-        assert time.monotonic() < deadline and proc.poll() is None, "no server started"
-        time.sleep(0.05)
-    time.sleep(0.5)  # into the examples
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("server_under_test" in _cmdline(p) for p in _children(proc.pid)):
+            assert time.monotonic() < deadline and proc.poll() is None, "no server started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the examples
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "interrupted" in err
 
@@ -424,6 +429,15 @@ def _children(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def _cmdline(process: psutil.Process) -> str:
+    """A process's command line; "" for one that is gone or a zombie (a helper the harness ran,
+    such as ss, exiting while the test looks)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def test_reproducers_of_distinct_findings_do_not_overwrite_each_other(tmp_path: Path) -> None:
