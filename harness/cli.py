@@ -75,6 +75,7 @@ from harness.run.runner import (
     CheckConfig,
     Interrupted,
     StopSignal,
+    explicit_examples,
     run_check,
     strategy_for,
 )
@@ -300,6 +301,7 @@ def _run_check(ns: argparse.Namespace, console: Console) -> int:
         capture_dir=capture_dir,
         until_found=ns.until_found,
         confirm=value(BY_NAME["confirm"]),
+        explicit=explicit_examples(network, ns.scripts, limits),
     )
     bound = f"{time_budget:g} s" + (f" or {max_examples} scripts" if max_examples != UNBOUNDED else "")
     if not ns.quiet:

@@ -6,7 +6,11 @@ same fixed scenario. Hypothesis settings come from the active profile
 (``--hypothesis-profile``; the plugin's ``ci`` by default). Import them into a
 test module of your own to run them with the rest of your tests::
 
-    from harness.suite import test_accept_survives_fd_exhaustion, test_every_property_holds
+    from harness.suite import (
+        test_accept_survives_fd_exhaustion,
+        test_every_property_holds,
+        test_memory_stays_bounded_for_a_client_that_does_not_read,
+    )
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.drive.netns import NetworkSetup
 from harness.model.limits import Limits
 from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.pytest_plugin import ScenarioRunner
 from harness.run.checker import Checker
+from harness.run.runner import explicit_examples
 from harness.run.verdict import enforce
 
 
@@ -31,3 +37,11 @@ def test_every_property_holds(
 
 def test_accept_survives_fd_exhaustion(harness_scenario: ScenarioRunner, harness_limits: Limits) -> None:
     harness_scenario(fd_exhaustion_scenario(harness_limits))
+
+
+def test_memory_stays_bounded_for_a_client_that_does_not_read(
+    harness_checker: Checker, harness_network: NetworkSetup, harness_limits: Limits
+) -> None:
+    # A flood past the memory bound on every run: the strategy draws one now and then only.
+    for script in explicit_examples(harness_network, "full", harness_limits):
+        enforce(harness_checker.check(script))

@@ -5,6 +5,14 @@ imported here, they run against ``--server-cmd`` (default: the reference
 server) as part of the project's own suite.
 """
 
-from harness.suite import test_accept_survives_fd_exhaustion, test_every_property_holds
+from harness.suite import (
+    test_accept_survives_fd_exhaustion,
+    test_every_property_holds,
+    test_memory_stays_bounded_for_a_client_that_does_not_read,
+)
 
-__all__ = ["test_accept_survives_fd_exhaustion", "test_every_property_holds"]
+__all__ = [
+    "test_accept_survives_fd_exhaustion",
+    "test_every_property_holds",
+    "test_memory_stays_bounded_for_a_client_that_does_not_read",
+]

@@ -42,6 +42,7 @@ from harness.run.runner import (
     CheckConfig,
     Interrupted,
     StopSignal,
+    explicit_examples,
     run_check,
     run_scenarios,
     strategy_for,
@@ -151,6 +152,7 @@ def run_worker(spec: WorkerSpec, stop: StopSignal) -> int:
         confirm=spec.confirm,
         settle_as_found=True,
         steer=spec.steer,
+        explicit=explicit_examples(network, "full", limits),
     )
     _tell("started", network=network.describe(), note=network.note)
     try:

@@ -66,7 +66,7 @@ from harness.model.properties import (
 )
 from harness.model.reduction import renumbered
 from harness.model.scenario import fd_exhaustion_scenario
-from harness.model.script import Script
+from harness.model.script import Close, Connect, Flood, Script
 from harness.run.checker import Checker, Outcome
 from harness.run.corpus import SavedFailure, forget, forget_failure, save_failure, saved_failures
 from harness.run.reduce import reduce, still_fails
@@ -83,6 +83,7 @@ DEFAULT_CONFIRM = 3
 SETTLE_WITHIN = 30.0
 CONFIRM_RESERVE = 2.0  # seconds kept per failure for its confirming replays when the reducer runs
 DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
+MIB = 1024 * 1024
 PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
 
 
@@ -146,6 +147,8 @@ class CheckConfig:
     # toward the fault events seen least so far, with Hypothesis's target().
     settle_as_found: bool = False
     steer: bool = False
+    # Checked after the corpus and before the first drawn script, every run (explicit_examples).
+    explicit: tuple[Script, ...] = ()
 
     @property
     def described_server(self) -> str:
@@ -211,6 +214,30 @@ def strategy_for(
         allow_injection=network.private,
         flood_past_bytes=limits.memory_bound,
     )
+
+
+def explicit_examples(
+    network: NetworkSetup, kind: str = "full", limits: Limits = DEFAULT_LIMITS
+) -> tuple[Script, ...]:
+    """Scripts every ``full`` run checks before it draws (as Hypothesis's ``@example``).
+
+    One: a client floods past the memory bound without reading, then closes.
+    The strategy draws such a flood now and then (one flood in six); a run of
+    a few hundred scripts under load once drew none, and an unbounded queue
+    went unreported. Checked first, the bounded-memory verdict does not
+    depend on luck: a bounded server stops reading at its high-water mark
+    (the flood ends as soon as it sleeps with the bytes unread), an
+    unbounded one reads it all.
+    """
+    from strategies import echo_path_capacity, min_flood_size
+
+    if kind != "full":
+        return ()
+    # Past the bound by well over the kernel's queues on the way (client send queue, server
+    # receive and send queues, client receive queue), so that what an unbounded server holds
+    # passes it whatever the buffers; a bounded server stops reading long before.
+    margin = MIB + 4 * min_flood_size(echo_path_capacity(network.tcp_wmem, network.tcp_rmem))
+    return (Script((Connect(0), Flood(0, size=limits.memory_bound + margin), Close(0))),)
 
 
 def run_check(
@@ -345,6 +372,9 @@ def _search(
     checker.give_up_at = state.started + config.time_budget
     try:
         _replay_corpus(state, one_example, stop_if_due)
+        for script in config.explicit[: max(0, config.max_examples - report.examples)]:
+            stop_if_due()
+            one_example(script)
         if report.examples < config.max_examples:
             _hypothesis_search(config, strategy, state, one_example, stop_if_due, report.examples)
     except (_BudgetSpent, Interrupted):
