@@ -182,3 +182,18 @@ def test_a_burst_on_a_server_asleep_for_good_fails_without_waiting_out_the_deadl
     (violation,) = [v for v in outcome.violations if v.property_name == ACCEPT_ROBUST]
     assert "got no complete echo" in violation.message, violation
     assert "none could come: the server sleeps in its event wait" in violation.message, violation
+
+
+def test_a_read_on_an_echo_already_diverged_ends_without_waiting_out_the_deadline() -> None:
+    """A thread per connection (blocked in recv: never "asleep" to the harness) that drops the CR of
+    CR LF owes a byte for ever; the read ends once nothing comes, and the verdict is echo-exact."""
+    command = f"{shlex.quote(sys.executable)} {PROGRAMS / 'servers' / 'crlf_drop.py'} --port {{port}}"
+    checker = Checker(ServerProcess(command))
+    checker.start()
+    try:
+        outcome = checker.check(Script((Connect(0), Send(0, Payload.of(b"a\r\nb")), Read(0), Close(0))))
+    finally:
+        checker.stop()
+    assert [v.property_name for v in outcome.violations] == ["echo-exact"], outcome.violations
+    assert "a read ended early: the echo had already diverged" in outcome.evidence
+    assert not outcome.transcript.stalled  # not waited out as a stall (stall_timeout, 1 s)

@@ -130,7 +130,10 @@ def test_a_real_bug_is_caught_with_its_property(name: str, tmp_path: Path) -> No
 def test_every_run_floods_past_the_memory_bound_first(name: str, build: Path, tmp_path: Path) -> None:
     # The strategy floods past the bound in one flood of six; a run under load once drew none in
     # 420 scripts. The explicit first example makes the verdict independent of the draw.
-    command = BUGGY[name][0] if name in BUGGY else CORRECT[name].format(build=build, tmp=tmp_path, port="{port}")
+    if name in BUGGY:
+        command = BUGGY[name][0]
+    else:
+        command = CORRECT[name].format(build=build, tmp=tmp_path, port="{port}")
     code, report, output = _check(
         command, tmp_path, "--max-examples", "1", "--shrink-budget", "5", "--confirm", "1", "--no-scenarios"
     )

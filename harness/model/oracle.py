@@ -142,6 +142,10 @@ class EchoOracle:
     def received_count(self, conn: Hashable) -> int:
         return len(self._stream(conn).received)
 
+    def diverged(self, conn: Hashable) -> bool:
+        """Has a received byte already differed from what was sent (or gone beyond it)?"""
+        return self._stream(conn).mismatch_at is not None
+
     def is_prefix(self, conn: Hashable) -> bool:
         stream = self._stream(conn)
         return stream.sent[: len(stream.received)] == stream.received
