@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from hypothesis import reject
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness.drive.process import reference_command
-from harness.model.script import Script
+from harness.model.script import Connect, Script
+from harness.model.transcript import Transcript
+from harness.run.checker import Outcome
 from harness.run.report import RunReport
-from harness.run.runner import CheckConfig, run_check
+from harness.run.runner import CheckConfig, run_check, steering_score
 
 DRAW_SECONDS = 0.2
 
@@ -130,3 +133,17 @@ def test_an_example_still_running_when_the_time_is_up_stops_at_its_next_step(tmp
     # Abandoned at the step after 1.5 s, not played for 10 s; half a script is judged on nothing.
     assert time.monotonic() - started < 7
     assert report.ok and report.examples == 0
+
+
+def _outcome(evidence: set[str], seconds: float) -> Outcome:
+    script = Script((Connect(0),))
+    return Outcome(script, [], Transcript(script), evidence, seconds)
+
+
+def test_steering_climbs_rare_events_reached_quickly() -> None:
+    seen = Counter({"flood filled every buffer": 50, "RST injected toward the server": 1})
+    rare, common = {"RST injected toward the server"}, {"flood filled every buffer"}
+    # Rarer events score higher at the same cost; the same events score higher when checked faster.
+    assert steering_score(_outcome(rare, 0.05), seen) > steering_score(_outcome(common, 0.05), seen)
+    assert steering_score(_outcome(rare, 0.05), seen) > steering_score(_outcome(rare, 2.0), seen)
+    assert steering_score(_outcome(set(), 0.01), seen) == 0.0
