@@ -393,7 +393,8 @@ def _print_report(report: RunReport, server: str, target: Target) -> None:
     for name, stats in report.properties.items():
         word, why = stats.status()
         detail = f" ({escape(why)})" if why and word != "non-strict" else ""
-        console.print(f"  {name:<26} {stats.examples:>5} examples  {shown.get(word, word)}{detail}")
+        noun = "example " if stats.examples == 1 else "examples"  # padded: the verdicts stay aligned
+        console.print(f"  {name:<26} {stats.examples:>5} {noun}  {shown.get(word, word)}{detail}")
     for v in report.violations:
         console.print(f"\n[red]{v.property_name}[/]: {escape(v.message)}", highlight=False)
         if v.confirmation():

@@ -7,6 +7,7 @@ same fixed scenario. Hypothesis settings come from the active profile
 test module of your own to run them with the rest of your tests::
 
     from harness.suite import (
+        test_a_half_closing_client_gets_its_echo_then_eof,
         test_accept_survives_fd_exhaustion,
         test_every_property_holds,
         test_memory_stays_bounded_for_a_client_that_does_not_read,
@@ -24,7 +25,7 @@ from harness.model.scenario import fd_exhaustion_scenario
 from harness.model.script import Script
 from harness.pytest_plugin import ScenarioRunner
 from harness.run.checker import Checker
-from harness.run.runner import explicit_examples
+from harness.run.runner import flood_past_the_memory_bound, half_close_with_echo_owed
 from harness.run.verdict import enforce
 
 
@@ -43,5 +44,9 @@ def test_memory_stays_bounded_for_a_client_that_does_not_read(
     harness_checker: Checker, harness_network: NetworkSetup, harness_limits: Limits
 ) -> None:
     # A flood past the memory bound on every run: the strategy draws one now and then only.
-    for script in explicit_examples(harness_network, "full", harness_limits):
-        enforce(harness_checker.check(script))
+    enforce(harness_checker.check(flood_past_the_memory_bound(harness_network, harness_limits)))
+
+
+def test_a_half_closing_client_gets_its_echo_then_eof(harness_checker: Checker) -> None:
+    # Send one byte, shut down writing, read to EOF: the whole of the commonest half-close bug.
+    enforce(harness_checker.check(half_close_with_echo_owed()))

@@ -132,7 +132,7 @@ def test_the_readme_ci_section_runs_in_a_separate_project_from_a_wheel(tmp_path:
     assert run(make, correct, env).returncode == 0
     result = run(pytest_line, correct, env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout, result.stdout
+    assert "5 passed" in result.stdout, result.stdout
     assert "epoll-harness: server command: ./build/echo_server --port {port}" in result.stdout
     assert f"epoll-harness: settings from {correct / 'pyproject.toml'}" in result.stdout
     assert "epoll-harness: network: a private namespace" in result.stdout  # root here: the lab

@@ -1,8 +1,9 @@
 """``check``: every property, against one server, driven by Hypothesis.
 
 The search checks the scripts the example database kept from earlier runs
-(:mod:`harness.run.corpus`), then draws new ones with one Hypothesis run;
-each example goes through the :class:`~harness.run.checker.Checker`, which
+(:mod:`harness.run.corpus`), then the explicit examples (a flood past the
+memory bound, a half-close: :func:`explicit_examples`), then draws new ones
+with one Hypothesis run; each example goes through the :class:`~harness.run.checker.Checker`, which
 judges every property at once. The test never raises: a violated property
 is recorded with the script that first broke it, and the search goes on for
 the others, the properties already broken no longer judged (so a server
@@ -51,7 +52,7 @@ from hypothesis.errors import Unsatisfiable
 from harness.drive.netns import NetworkSetup
 from harness.drive.process import ServerProcess
 from harness.model.errors import ExampleAbandoned, ServerStartError, UsageError
-from harness.model.limits import DEFAULT_LIMITS, Limits
+from harness.model.limits import DEFAULT_LIMITS, MIB, Limits
 from harness.model.properties import (
     ACCEPT_ROBUST,
     BOUNDED_MEMORY,
@@ -66,7 +67,7 @@ from harness.model.properties import (
 )
 from harness.model.reduction import renumbered
 from harness.model.scenario import fd_exhaustion_scenario
-from harness.model.script import Close, Connect, Flood, Script
+from harness.model.script import Close, Connect, Flood, Payload, ReadToEof, Script, Send, ShutdownWrite
 from harness.run.checker import Checker, Outcome
 from harness.run.corpus import SavedFailure, forget, forget_failure, save_failure, saved_failures
 from harness.run.reduce import reduce, still_fails
@@ -83,7 +84,6 @@ DEFAULT_CONFIRM = 3
 SETTLE_WITHIN = 30.0
 CONFIRM_RESERVE = 2.0  # seconds kept per failure for its confirming replays when the reducer runs
 DEFAULT_ARTIFACTS = Path("epoll-harness-artifacts")
-MIB = 1024 * 1024
 PROCESS_PROPERTIES = (CLEANUP, IDLE_CPU, BOUNDED_MEMORY, SURVIVES)
 
 
@@ -223,23 +223,43 @@ def explicit_examples(
 ) -> tuple[Script, ...]:
     """Scripts every ``full`` run checks before it draws (as Hypothesis's ``@example``).
 
-    One: a client floods past the memory bound without reading, then closes.
+    Two shapes every server meets and the strategy reaches only by luck, each
+    the smallest script that shows its bug, checked first so that a verdict
+    does not depend on the draw: :func:`flood_past_the_memory_bound` (first:
+    a run of one example checks it) and :func:`half_close_with_echo_owed`.
+    """
+    if kind != "full":
+        return ()
+    return (flood_past_the_memory_bound(network, limits), half_close_with_echo_owed())
+
+
+def flood_past_the_memory_bound(network: NetworkSetup, limits: Limits = DEFAULT_LIMITS) -> Script:
+    """A client floods past the memory bound without reading, then closes.
+
     The strategy draws such a flood now and then (one flood in six); a run of
     a few hundred scripts under load once drew none, and an unbounded queue
-    went unreported. Checked first, the bounded-memory verdict does not
-    depend on luck: a bounded server stops reading at its high-water mark
-    (the flood ends as soon as it sleeps with the bytes unread), an
-    unbounded one reads it all.
+    went unreported. A bounded server stops reading at its high-water mark
+    (the flood ends as soon as it sleeps with the bytes unread), an unbounded
+    one reads it all.
     """
     from strategies import echo_path_capacity, min_flood_size
 
-    if kind != "full":
-        return ()
     # Past the bound by well over the kernel's queues on the way (client send queue, server
     # receive and send queues, client receive queue), so that what an unbounded server holds
     # passes it whatever the buffers; a bounded server stops reading long before.
     margin = MIB + 4 * min_flood_size(echo_path_capacity(network.tcp_wmem, network.tcp_rmem))
-    return (Script((Connect(0), Flood(0, size=limits.memory_bound + margin), Close(0))),)
+    return Script((Connect(0), Flood(0, size=limits.memory_bound + margin), Close(0)))
+
+
+def half_close_with_echo_owed() -> Script:
+    """A client sends one byte, shuts its side down, and reads to EOF.
+
+    The whole of the commonest half-close bug (a server that never acts on
+    EOF, or closes before it echoed): the drawn scripts reach it among a dozen
+    other steps, and a two-worker campaign against the seed's server once
+    spent 25 s without drawing it.
+    """
+    return Script((Connect(0), Send(0, Payload.of(b"x")), ShutdownWrite(0), ReadToEof(0), Close(0)))
 
 
 def run_check(
