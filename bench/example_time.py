@@ -3,6 +3,7 @@
     python -m bench.example_time                    # 120 full-mix scripts, as a campaign worker runs them
     python -m bench.example_time --examples 40 --seed 7
     python -m bench.example_time --campaign 60      # a campaign worker's steered search, 60 s
+    python -m bench.example_time --campaign 60 --score scarcity   # steered by another score
 
 A benchmark, never a test. It does what one campaign worker does, in one
 process: enter a private network namespace (16 KiB socket buffers, the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -40,8 +42,30 @@ from harness.drive.process import ServerProcess, reference_command
 from harness.model.limits import Limits
 from harness.model.script import Script
 from harness.run import checker as checker_module
-from harness.run.checker import Checker
-from harness.run.runner import strategy_for
+from harness.run import runner
+from harness.run.checker import Checker, Outcome
+from harness.run.runner import STEER_COST_UNIT, scarcity, strategy_for
+
+
+def _per_step(outcome: Outcome, seen_before: Counter[str]) -> float:
+    return scarcity(outcome.evidence, seen_before) / (1 + len(outcome.script) / 10)
+
+
+def _per_second_coarse(outcome: Outcome, seen_before: Counter[str]) -> float:
+    # Plateaus instead of a slope: scarcity to one decimal, the time in powers of two of the unit,
+    # so that a mutation counts as better only when it reaches rarer events or halves the time.
+    rare = round(scarcity(outcome.evidence, seen_before), 1)
+    return rare / 2 ** round(math.log2(1 + outcome.seconds / STEER_COST_UNIT))
+
+
+#: The steering scores a campaign can be timed with (``--score``): the harness's own, and the ones
+#: it was measured against (bench/CAMPAIGN_RESULTS.md).
+SCORES: dict[str, Callable[[Outcome, Counter[str]], float]] = {
+    "per-second": runner.steering_score,
+    "scarcity": lambda outcome, seen: scarcity(outcome.evidence, seen),
+    "per-step": _per_step,
+    "per-second-coarse": _per_second_coarse,
+}
 
 
 class Stopwatch:
@@ -250,7 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         "--campaign", type=float, metavar="SECONDS", help="time a campaign worker's search this long instead"
     )
     parser.add_argument("--no-steer", action="store_true", help="with --campaign: no target() steering")
+    parser.add_argument(
+        "--score",
+        choices=sorted(SCORES),
+        default="per-second",
+        help="with --campaign: the steering score (default: the harness's, per-second)",
+    )
     args = parser.parse_args(argv)
+    runner.steering_score = SCORES[args.score]  # type: ignore[assignment]  # read at each example
     if args.campaign:
         result = campaign(args.campaign, args.server, not args.no_steer)
     else:
