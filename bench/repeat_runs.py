@@ -56,6 +56,7 @@ class Row:
     scripts: int = 0
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)  # seen once, never again in its replays
     non_strict: list[str] = field(default_factory=list)
     diagnostics: set[str] = field(default_factory=set)
 
@@ -120,20 +121,29 @@ def main() -> int:
             row.seconds += float(report["seconds"])  # type: ignore[arg-type]
             row.diagnostics.update(report.get("diagnostics", ()))  # type: ignore[arg-type]
             for prop, stats in report["properties"].items():  # type: ignore[attr-defined]
-                row.violations += [f"{prop}: {v['message']}" for v in stats["violations"]]
+                for v in stats["violations"]:
+                    # A failure that replays counts; one that never replayed is listed apart (the
+                    # run passes on it), as the check's own summary does.
+                    seen = f"{prop}: {v['message']} ({v.get('confirmed')}/{v.get('replays')} replays)"
+                    unconfirmed = v.get("confirmed") == 0 and v.get("replays", 0) > 0
+                    (row.unconfirmed if unconfirmed else row.violations).append(seen)
                 row.non_strict += [f"{prop}: {v['message']}" for v in stats.get("non_strict", ())]
             print(f"{name}: run {row.runs}/{ns.runs} done", file=sys.stderr, flush=True)
-    print("| server | runs x budget | scripts checked | violations | non-strict findings (runs) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| server | runs x budget | scripts checked | violations | unconfirmed | non-strict findings (runs) |"
+    )
+    print("|---|---|---|---|---|---|")
     for row in rows.values():
         kinds = sorted({n.split(":")[0] for n in row.non_strict})
         print(
             f"| {row.server} | {row.runs} x {ns.budget:g} s | {row.scripts} | {len(row.violations)} | "
-            f"{', '.join(kinds) or '-'} ({len(row.non_strict)}) |"
+            f"{len(row.unconfirmed)} | {', '.join(kinds) or '-'} ({len(row.non_strict)}) |"
         )
     for row in rows.values():
         for violation in row.violations:
             print(f"\n{row.server}: {violation}")
+        for violation in row.unconfirmed:
+            print(f"\n{row.server}: unconfirmed: {violation}")
     if ns.json is not None:
         rows_json = [asdict(r) | {"diagnostics": sorted(r.diagnostics)} for r in rows.values()]
         ns.json.write_text(json.dumps(rows_json, indent=1))

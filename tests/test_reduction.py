@@ -121,3 +121,14 @@ def test_a_long_script_is_halved_first_with_what_its_cut_connections_did() -> No
 
     assert reduce(script, fails, FOREVER).steps == bug
     assert len(tries) < 60
+
+
+def test_a_cut_never_leaves_a_read_to_eof_without_the_half_close_it_waits_for() -> None:
+    # A "fails" that any wait for EOF satisfies (as a stall judged on a server that owes no EOF
+    # was): the reducer may drop everything else, never the client's own FIN.
+    script = Script((Connect(0), Send(0, Payload(b"x")), ShutdownWrite(0), ReadToEof(0), Close(0)))
+
+    def fails(candidate: Script) -> bool:
+        return any(isinstance(step, ReadToEof) for step in candidate.steps)
+
+    assert reduce(script, fails, FOREVER).steps == (Connect(0), ShutdownWrite(0), ReadToEof(0))

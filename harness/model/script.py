@@ -456,6 +456,10 @@ def validate(script: Script) -> None:
                     raise ScriptError(f"{where}: connection {step.conn} was half-closed already")
                 if isinstance(step, ShutdownWrite):
                     write_shut.add(step.conn)
+            elif isinstance(step, ReadToEof) and step.conn not in write_shut:
+                # The server owes EOF only after the client's own FIN: without it, a correct
+                # server keeps the connection open, and the wait would be judged a stall.
+                raise ScriptError(f"{where}: connection {step.conn} must be half-closed (shutdown_wr) first")
             if isinstance(step, Send) and any(f < 1 for f in step.fragments):
                 raise ScriptError(f"{where}: fragment sizes must be >= 1, not {step.fragments}")
             if isinstance(step, Flood) and step.size < 1:
