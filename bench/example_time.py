@@ -185,7 +185,7 @@ def run(examples: int, seed_: int, server: str, scripts_file: Path | None = None
     }
 
 
-def campaign(seconds: float, server: str, steer: bool) -> dict[str, Any]:
+def campaign(seconds: float, server: str, steer: bool, steer_round: int | None = None) -> dict[str, Any]:
     """One campaign worker's search, as ``fuzz`` runs it (steered by default), timed the same way."""
     import tempfile
 
@@ -220,6 +220,7 @@ def campaign(seconds: float, server: str, steer: bool) -> dict[str, Any]:
             confirm=0,
             settle_as_found=True,
             steer=steer,
+            steer_round=steer_round,
         )
         started = time.perf_counter()
         report = run_check(config, strategy_for(network, "full", limits))
@@ -280,10 +281,16 @@ def main(argv: list[str] | None = None) -> int:
         default="per-second",
         help="with --campaign: the steering score (default: the harness's, per-second)",
     )
+    parser.add_argument(
+        "--steer-round",
+        type=int,
+        metavar="N",
+        help="with --campaign: steered Hypothesis runs of N examples each (default: one run)",
+    )
     args = parser.parse_args(argv)
     runner.steering_score = SCORES[args.score]  # type: ignore[assignment]  # read at each example
     if args.campaign:
-        result = campaign(args.campaign, args.server, not args.no_steer)
+        result = campaign(args.campaign, args.server, not args.no_steer, args.steer_round)
     else:
         result = run(args.examples, args.seed, args.server, args.scripts)
     if args.json:

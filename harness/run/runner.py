@@ -147,6 +147,9 @@ class CheckConfig:
     # toward the fault events seen least so far, with Hypothesis's target().
     settle_as_found: bool = False
     steer: bool = False
+    # A steered search is run as Hypothesis runs of this many examples each (None: one run):
+    # see _hypothesis_search.
+    steer_round: int | None = None
     # Checked after the corpus and before the first drawn script, every run (explicit_examples).
     explicit: tuple[Script, ...] = ()
 
@@ -397,8 +400,15 @@ def _search(
         for script in config.explicit[: max(0, config.max_examples - report.examples)]:
             stop_if_due()
             one_example(script)
-        if report.examples < config.max_examples:
-            _hypothesis_search(config, strategy, state, one_example, stop_if_due, report.examples)
+        rounds = 0
+        while report.examples < config.max_examples:
+            # Rounds only when steered: a seeded check draws the same scripts every time.
+            round_ = config.steer_round if config.steer else None
+            first = report.examples
+            _hypothesis_search(config, strategy, state, one_example, stop_if_due, first, round_, rounds)
+            rounds += 1
+            if round_ is None or report.examples == first:
+                break  # one run, or a round that checked nothing (the strategy rejected all)
     except (_BudgetSpent, Interrupted):
         pass  # what was found is in state.failures; run_check raises Interrupted once it is saved
     finally:
@@ -454,7 +464,19 @@ def _hypothesis_search(
     one_example: Callable[[Script], Outcome],
     stop_if_due: Callable[[], None],
     done: int,
+    round_: int | None = None,
+    rounds_before: int = 0,
 ) -> None:
+    """One Hypothesis run: up to ``max_examples - done`` examples, or ``round_`` of them.
+
+    Steered, the search runs in rounds. Hypothesis's target phase climbs the
+    best score it has seen; a scarcity score goes stale as the events it
+    rewarded become common, so a later mutation of the heavy script that
+    scored it rarely beats it, and one long run kept mutating that script
+    (hundreds of checks of a 0.2 s script: a worker's rate fell to 5
+    examples/s in one run of three). A new run starts from fresh scores.
+    """
+
     def test(script: Script) -> None:
         stop_if_due()
         outcome = one_example(script)
@@ -467,7 +489,7 @@ def _hypothesis_search(
             hypothesis_target(steering_score(outcome, before), label=SCARCE_EVENTS)
 
     run = settings(
-        max_examples=max(1, config.max_examples - done),
+        max_examples=max(1, min(config.max_examples - done, round_ or UNBOUNDED)),
         deadline=None,
         database=None,  # failing scripts are kept in the corpus (harness.run.corpus), not as choices
         derandomize=False,
@@ -476,7 +498,7 @@ def _hypothesis_search(
         verbosity=Verbosity.quiet,
     )(given(_checked_before_drawing(strategy, stop_if_due))(test))
     if config.seed is not None:
-        run = hypothesis_seed(config.seed)(run)
+        run = hypothesis_seed(config.seed + rounds_before)(run)
     try:
         run()
     except Unsatisfiable:
