@@ -4,6 +4,7 @@
     python -m bench.example_time --examples 40 --seed 7
     python -m bench.example_time --campaign 60      # a campaign worker's steered search, 60 s
     python -m bench.example_time --campaign 60 --score scarcity   # steered by another score
+    python -m bench.example_time --campaign 60 --steer-round 0    # one Hypothesis run, not rounds
 
 A benchmark, never a test. It does what one campaign worker does, in one
 process: enter a private network namespace (16 KiB socket buffers, the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from collections import Counter
@@ -44,7 +46,7 @@ from harness.model.script import Script
 from harness.run import checker as checker_module
 from harness.run import runner
 from harness.run.checker import Checker, Outcome
-from harness.run.runner import STEER_COST_UNIT, scarcity, strategy_for
+from harness.run.runner import STEER_COST_UNIT, STEER_ROUND, scarcity, strategy_for
 
 
 def _per_step(outcome: Outcome, seen_before: Counter[str]) -> float:
@@ -225,6 +227,12 @@ def campaign(seconds: float, server: str, steer: bool, steer_round: int | None =
         started = time.perf_counter()
         report = run_check(config, strategy_for(network, "full", limits))
         total = time.perf_counter() - started
+        # A violation here is a false alarm on the reference server: keep what shows it.
+        violations = [f"{v.property_name}: {v.message} ({v.confirmation()})" for v in report.violations]
+        if report.violations:
+            kept = Path(tempfile.mkdtemp(prefix="example-time-violations-"))
+            shutil.copytree(tmp, kept, dirs_exist_ok=True)
+            violations.append(f"artifacts kept in {kept}")
     checked = sum(watch.seconds.values())
     watch.seconds["Hypothesis (drawing, steering, the rest)"] = total - checked
     watch.calls["Hypothesis (drawing, steering, the rest)"] = report.examples
@@ -237,6 +245,7 @@ def campaign(seconds: float, server: str, steer: bool, steer_round: int | None =
         "steps": dict(steps),
         "evidence": dict(evidence),
         "restarts": report.restarts,
+        "violations": violations,
     }
 
 
@@ -254,6 +263,8 @@ def _show(result: dict[str, Any]) -> None:
     print(f"{'section':<40} {'calls':>7} {'s total':>8} {'ms/example':>10} {'share':>6}")
     for name, (seconds, calls) in sorted(result["sections"].items(), key=lambda kv: -kv[1][0]):
         print(f"{name:<40} {calls:>7} {seconds:>8.2f} {1000 * seconds / n:>10.1f} {seconds / total:>6.1%}")
+    for violation in result.get("violations", ()):
+        print(f"VIOLATION (a false alarm on the reference server): {violation}")
     print("steps drawn:", ", ".join(f"{k} {v}" for k, v in sorted(result["steps"].items())))
     print("fault events per 1,000 examples:")
     for name, count in sorted(result["evidence"].items(), key=lambda kv: -kv[1]):
@@ -285,12 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         "--steer-round",
         type=int,
         metavar="N",
-        help="with --campaign: steered Hypothesis runs of N examples each (default: one run)",
+        default=STEER_ROUND,
+        help=f"with --campaign: steered Hypothesis runs of N examples each, as fuzz runs them "
+        f"(default {STEER_ROUND}; 0: one run for the whole time)",
     )
     args = parser.parse_args(argv)
     runner.steering_score = SCORES[args.score]  # type: ignore[assignment]  # read at each example
     if args.campaign:
-        result = campaign(args.campaign, args.server, not args.no_steer, args.steer_round)
+        result = campaign(args.campaign, args.server, not args.no_steer, args.steer_round or None)
     else:
         result = run(args.examples, args.seed, args.server, args.scripts)
     if args.json:

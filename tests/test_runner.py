@@ -147,3 +147,36 @@ def test_steering_climbs_rare_events_reached_quickly() -> None:
     assert steering_score(_outcome(rare, 0.05), seen) > steering_score(_outcome(common, 0.05), seen)
     assert steering_score(_outcome(rare, 0.05), seen) > steering_score(_outcome(rare, 2.0), seen)
     assert steering_score(_outcome(set(), 0.01), seen) == 0.0
+
+
+def test_a_steered_search_runs_in_rounds_each_drawing_afresh(tmp_path: Path) -> None:
+    from harness.model.script import Payload, Send
+    from harness.run import runner
+
+    rounds: list[tuple[int, object]] = []
+    original = runner._hypothesis_search
+
+    def counted(*args: object, **kwargs: object) -> None:
+        rounds.append((args[5], args[7]))  # done, rounds_before
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    drawn: list[bytes] = []
+
+    @st.composite
+    def one_send(draw: st.DrawFn) -> Script:
+        data = draw(st.binary(min_size=1, max_size=64))
+        drawn.append(data)
+        return Script((Connect(0), Send(0, Payload.of(data))))
+
+    config = CheckConfig(
+        reference_command("lt"), max_examples=12, time_budget=60.0, shrink_budget=1.0, seed=3,
+        scenarios=False, database=None, artifacts=tmp_path, steer=True, steer_round=5,
+    )  # fmt: skip
+    runner._hypothesis_search = counted  # type: ignore[assignment]
+    try:
+        report = run_check(config, strategy=one_send())
+    finally:
+        runner._hypothesis_search = original  # type: ignore[assignment]
+    assert report.examples == 12 and report.ok
+    assert rounds == [(0, 0), (5, 1), (10, 2)]  # 5 + 5 + 2, each round seeded apart
+    assert len(set(drawn)) > 5  # a later round does not draw the first round's scripts again
