@@ -180,3 +180,35 @@ def test_a_steered_search_runs_in_rounds_each_drawing_afresh(tmp_path: Path) -> 
     assert report.examples == 12 and report.ok
     assert rounds == [(0, 0), (5, 1), (10, 2)]  # 5 + 5 + 2, each round seeded apart
     assert len(set(drawn)) > 5  # a later round does not draw the first round's scripts again
+
+
+TRICKLING_SERVER = """
+import socket, sys, threading, time
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+def serve(conn):
+    while data := conn.recv(65536):
+        conn.sendall(data)
+    while True:  # after the client's FIN: a byte every 50 ms, never EOF (bytes keep moving)
+        conn.send(b"x")
+        time.sleep(0.05)
+while True:
+    threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+"""
+
+
+def test_a_read_whose_bytes_keep_trickling_in_stops_when_the_time_is_up(tmp_path: Path) -> None:
+    # One ReadToEof that makes progress every 50 ms never stalls: without the budget inside the
+    # read it ran on to step_timeout (60 s), and a 60 s campaign worker's search took 113 s.
+    from harness.model.script import ReadToEof, ShutdownWrite
+
+    server = tmp_path / "trickling.py"
+    server.write_text(TRICKLING_SERVER)
+    script = Script((Connect(0), ShutdownWrite(0), ReadToEof(0)))
+    config = CheckConfig(
+        f"{sys.executable} {server} {{port}}", max_examples=5, time_budget=1.5, shrink_budget=1.0,
+        seed=1, scenarios=False, database=None, artifacts=tmp_path,
+    )  # fmt: skip
+    started = time.monotonic()
+    report = run_check(config, strategy=st.just(script))
+    assert time.monotonic() - started < 15
+    assert report.examples == 0  # abandoned unjudged: the budget ended it, not the server

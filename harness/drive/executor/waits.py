@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from harness.drive.executor.connections import Client, Connections
 from harness.drive.quiescence import QUIET_REASON, HopelessWait
+from harness.model.errors import ExampleAbandoned
 from harness.model.transcript import EOF_MISSING, HOL_STALLED, READ_STALLED, STEP_TIMEOUT
 
 FAST_READ_RCVBUF = 1024 * 1024
@@ -55,6 +56,10 @@ class Waits(Connections):
                 if client.eof or client.reset:
                     return False
                 now = time.monotonic()
+                if self.give_up_at is not None and now > self.give_up_at:
+                    # The search's time is up: a read whose bytes keep trickling in would
+                    # otherwise run on to step_timeout (60 s) past the budget the user gave.
+                    raise ExampleAbandoned(f"time was up during step {self.step_index + 1}")
                 if now - started > self.limits.step_timeout:
                     self._cut_short(client)
                     return False
