@@ -394,8 +394,9 @@ def _search(
             state.unsettled_since = None
         return outcome
 
-    # An example still running when the time is up stops at its next step, unjudged: the budget
-    # the user gave holds within a step, not within an example (a slow server's can take 20 s).
+    # An example still running when the time is up stops at its next step (or inside a read that
+    # keeps receiving), unjudged: the budget the user gave holds, not an example's (a slow server's
+    # can take 20 s).
     checker.give_up_at = state.started + config.time_budget
     try:
         _replay_corpus(state, one_example, stop_if_due)
