@@ -10,7 +10,9 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
@@ -149,17 +151,20 @@ def test_steering_climbs_rare_events_reached_quickly() -> None:
     assert steering_score(_outcome(set(), 0.01), seen) == 0.0
 
 
-def test_a_steered_search_runs_in_rounds_each_drawing_afresh(tmp_path: Path) -> None:
+def test_a_steered_search_runs_in_rounds_each_drawing_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness.model.script import Payload, Send
     from harness.run import runner
 
-    rounds: list[tuple[int, object]] = []
+    rounds: list[tuple[object, object]] = []
     original = runner._hypothesis_search
 
-    def counted(*args: object, **kwargs: object) -> None:
+    def counted(*args: Any) -> None:
         rounds.append((args[5], args[7]))  # done, rounds_before
-        original(*args, **kwargs)  # type: ignore[arg-type]
+        original(*args)
 
+    monkeypatch.setattr(runner, "_hypothesis_search", counted)
     drawn: list[bytes] = []
 
     @st.composite
@@ -172,11 +177,7 @@ def test_a_steered_search_runs_in_rounds_each_drawing_afresh(tmp_path: Path) -> 
         reference_command("lt"), max_examples=12, time_budget=60.0, shrink_budget=1.0, seed=3,
         scenarios=False, database=None, artifacts=tmp_path, steer=True, steer_round=5,
     )  # fmt: skip
-    runner._hypothesis_search = counted  # type: ignore[assignment]
-    try:
-        report = run_check(config, strategy=one_send())
-    finally:
-        runner._hypothesis_search = original  # type: ignore[assignment]
+    report = run_check(config, strategy=one_send())
     assert report.examples == 12 and report.ok
     assert rounds == [(0, 0), (5, 1), (10, 2)]  # 5 + 5 + 2, each round seeded apart
     assert len(set(drawn)) > 5  # a later round does not draw the first round's scripts again

@@ -3,9 +3,10 @@
 The search checks the scripts the example database kept from earlier runs
 (:mod:`harness.run.corpus`), then the explicit examples (a flood past the
 memory bound, a half-close: :func:`explicit_examples`), then draws new ones
-with one Hypothesis run; each example goes through the :class:`~harness.run.checker.Checker`, which
-judges every property at once. The test never raises: a violated property
-is recorded with the script that first broke it, and the search goes on for
+with Hypothesis; each example goes through the
+:class:`~harness.run.checker.Checker`, which judges every property at once.
+The test never raises: a violated property is recorded with the script that
+first broke it, and the search goes on for
 the others, the properties already broken no longer judged (so a server
 whose easy bug, say a leaked fd on close, shows in every example is still
 searched for its hard one, no EOF after a half-close, in the same run, with
@@ -477,10 +478,11 @@ def _hypothesis_search(
     the rest. The scarcity score goes stale as the events it rewarded become
     common, and in one long run Hypothesis kept climbing (and re-simulating)
     the heavy scripts that had scored best early: its own time per example
-    went from 4-5 ms in rounds to 8-22 ms, and a worker checked 10.6 to 19.9
-    examples/s (three 60 s runs) against 19.4 to 24.4 in rounds of 200, with
-    the fault events reached per 1,000 examples as high
-    (bench/CAMPAIGN_RESULTS.md). Each round starts from fresh scores.
+    was 6 to 27 ms (4 to 6 in rounds), and a worker checked 2.2 to 19.9
+    examples/s in five 60 s runs, 11.8 on average, against 9.2 to 24.4, 18.3
+    on average, in six runs in rounds of 200, the fault events reached about
+    as often per 1,000 examples (bench/CAMPAIGN_RESULTS.md). Each round
+    starts from fresh scores.
     """
 
     def test(script: Script) -> None:
