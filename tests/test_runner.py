@@ -120,18 +120,22 @@ while True:
 """
 
 
-def test_an_example_still_running_when_the_time_is_up_stops_at_its_next_step(tmp_path: Path) -> None:
-    from harness.model.script import Connect, Pause
-
-    server = tmp_path / "ticking.py"
-    server.write_text(TICKING_SERVER)
-    long_script = Script((Connect(0), *[Pause(1000)] * 10))  # 10 s, a step a second
-    config = CheckConfig(
+def _budget_of_1_5_s(server_source: str, tmp_path: Path) -> CheckConfig:
+    """A search of 1.5 s against the Python server ``server_source`` (written to ``tmp_path``)."""
+    server = tmp_path / "server.py"
+    server.write_text(server_source)
+    return CheckConfig(
         f"{sys.executable} {server} {{port}}", max_examples=5, time_budget=1.5, shrink_budget=1.0,
         seed=1, scenarios=False, database=None, artifacts=tmp_path,
     )  # fmt: skip
+
+
+def test_an_example_still_running_when_the_time_is_up_stops_at_its_next_step(tmp_path: Path) -> None:
+    from harness.model.script import Connect, Pause
+
+    long_script = Script((Connect(0), *[Pause(1000)] * 10))  # 10 s, a step a second
     started = time.monotonic()
-    report = run_check(config, strategy=st.just(long_script))
+    report = run_check(_budget_of_1_5_s(TICKING_SERVER, tmp_path), strategy=st.just(long_script))
     # Abandoned at the step after 1.5 s, not played for 10 s; half a script is judged on nothing.
     assert time.monotonic() - started < 7
     assert report.ok and report.examples == 0
@@ -202,14 +206,8 @@ def test_a_read_whose_bytes_keep_trickling_in_stops_when_the_time_is_up(tmp_path
     # read it ran on to step_timeout (60 s), and a 60 s campaign worker's search took 113 s.
     from harness.model.script import ReadToEof, ShutdownWrite
 
-    server = tmp_path / "trickling.py"
-    server.write_text(TRICKLING_SERVER)
     script = Script((Connect(0), ShutdownWrite(0), ReadToEof(0)))
-    config = CheckConfig(
-        f"{sys.executable} {server} {{port}}", max_examples=5, time_budget=1.5, shrink_budget=1.0,
-        seed=1, scenarios=False, database=None, artifacts=tmp_path,
-    )  # fmt: skip
     started = time.monotonic()
-    report = run_check(config, strategy=st.just(script))
+    report = run_check(_budget_of_1_5_s(TRICKLING_SERVER, tmp_path), strategy=st.just(script))
     assert time.monotonic() - started < 15
     assert report.examples == 0  # abandoned unjudged: the budget ended it, not the server
