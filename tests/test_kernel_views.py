@@ -155,6 +155,23 @@ def test_a_flood_made_piece_by_piece_is_the_block_made_at_once() -> None:
     assert flood.slice(123, 10) == whole[0][123:133]  # back to an earlier block
 
 
+def test_a_slow_reader_that_reads_fast_opens_its_window_again() -> None:
+    # The kernel fixes a connection's window clamp from the SO_RCVBUF set before connect; a
+    # larger SO_RCVBUF later leaves it, and the window with it, as small as it was (once, 68 KiB
+    # of echo took 22 s to read back through it). _read_fast raises the clamp too.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        executor = Executor(listener.getsockname())
+        executor.run_step(Connect(0, rcvbuf=1448))
+        client = executor.clients[0]
+        clamp = client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP)
+        assert clamp < 16 * 1024
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        assert client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP) == clamp
+        executor._read_fast(client)
+        assert client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP) >= 512 * 1024
+        executor.abort_all()
+
+
 @contextmanager
 def reference_checker(limits: Limits = DEFAULT_LIMITS) -> Iterator[Checker]:
     checker = Checker(ServerProcess(reference_command("lt")), limits=limits)

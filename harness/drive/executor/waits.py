@@ -140,9 +140,20 @@ class Waits(Connections):
         server's send() hit EAGAIN). Reading megabytes back through a 2 KiB
         window runs into silly-window avoidance and delayed ACKs, tens of
         KiB/s, which says nothing about the server.
+
+        A larger SO_RCVBUF alone does not open the window: the kernel fixed the
+        connection's window clamp from the small buffer when it was set up, and
+        the receive window never grows past it. Now and then (one replay in
+        three to twelve of a script found in a campaign) the server's sender
+        was then left with a window of a few hundred bytes, sending one small
+        segment per persist timer: 68 KiB of echo took 22 s to read, and a
+        campaign example could run into step_timeout (60 s) with the bytes
+        still trickling. Raising the clamp too lets the window grow with the
+        next segment (32 replays of that script: none slower than 0.3 s).
         """
         if client.small_rcvbuf:
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FAST_READ_RCVBUF)
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, FAST_READ_RCVBUF)
             client.small_rcvbuf = False
 
     def _note_pending(self) -> None:
