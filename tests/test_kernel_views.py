@@ -10,7 +10,6 @@ has the server caught up, has it stopped reading a client.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -30,8 +29,7 @@ from harness.drive.observe import ServerObserver, _tcp_rows, descendants, listen
 from harness.drive.process import ServerProcess, reference_command
 from harness.model.limits import DEFAULT_LIMITS, Limits
 from harness.model.script import (
-    _BULK,
-    FLOOD_BLOCK,
+    BULK_BLOCK,
     BurstConnect,
     Connect,
     Flood,
@@ -40,6 +38,7 @@ from harness.model.script import (
     Payload,
     Script,
     Send,
+    pattern_bytes,
 )
 from harness.run.checker import Checker
 
@@ -140,19 +139,22 @@ def test_no_reset_is_forged_on_a_connection_the_server_already_reset() -> None:
             forged_packets(client, "server")
 
 
-def test_a_flood_made_piece_by_piece_is_the_block_made_at_once() -> None:
-    whole = [
-        random.Random(f"epoll-harness:flood:9:2:{index}").randbytes(FLOOD_BLOCK).translate(_BULK)
-        for index in range(2)
-    ]
+def test_a_flood_is_one_stream_of_its_own_made_a_slice_at_a_time() -> None:
     flood = FloodBytes(9, 2)
     pieces: list[bytes] = []
     offset = 0
-    while offset < 2 * FLOOD_BLOCK:
-        pieces.append(flood.slice(offset, 50_000))  # up to a block's end at most
+    while offset < 2 * BULK_BLOCK + 12_345:  # past the block's end, twice
+        pieces.append(flood.slice(offset, 50_000))
+        assert pieces[-1]
         offset += len(pieces[-1])
-    assert b"".join(pieces) == b"".join(whole)
-    assert flood.slice(123, 10) == whole[0][123:133]  # back to an earlier block
+    stream = b"".join(pieces)
+    assert stream[:BULK_BLOCK] == stream[BULK_BLOCK : 2 * BULK_BLOCK]  # it wraps around the block
+    assert len(set(stream[:4096])) > 200 and not set(b"\x00\n\r") & set(stream[:BULK_BLOCK])
+    assert flood.slice(123, 10) == stream[123:133]  # back to an earlier offset
+    assert FloodBytes(9, 2).slice(0, 4096) == stream[:4096]  # the same (seed, connection): the same bytes
+    assert FloodBytes(9, 3).slice(0, 4096) != stream[:4096]
+    assert FloodBytes(10, 2).slice(0, 4096) != stream[:4096]
+    assert stream[:64] not in pattern_bytes(BULK_BLOCK, 9, 2)  # never a Send's pattern
 
 
 def test_a_slow_reader_that_reads_fast_opens_its_window_again() -> None:
