@@ -169,8 +169,10 @@ def test_a_slow_reader_that_reads_fast_opens_its_window_again() -> None:
         assert clamp < 16 * 1024
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         assert client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP) == clamp
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
         executor._read_fast(client)
         assert client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP) >= 512 * 1024
+        assert client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)  # no delayed ACK
         executor.abort_all()
 
 
