@@ -154,7 +154,7 @@ class FloodBytes:
 
 @dataclass(frozen=True)
 class Connect:
-    """Open connection ``conn``; ``rcvbuf`` sets a small SO_RCVBUF once connected (a slow reader's window)."""
+    """Open connection ``conn``; ``rcvbuf`` sets a small SO_RCVBUF first (a slow reader's window)."""
 
     op: ClassVar[str] = "connect"
     conn: int

@@ -98,7 +98,7 @@ class Connections:
     # -- steps --------------------------------------------------------------
 
     def _connect(self, step: Connect) -> None:
-        sock = self._open_socket(step.nodelay)
+        sock = self._open_socket(step.rcvbuf, step.nodelay)
         try:
             sock.settimeout(self.limits.connect_timeout)
             sock.connect(self.address)
@@ -108,13 +108,6 @@ class Connections:
             self.oracle.client_gone(step.conn)
             self.transcript.add(self.step_index, step.conn, CONNECT_FAILED, describe_os_error(exc))
             return
-        if step.rcvbuf is not None:
-            # After the handshake, not before: a buffer set before connect also fixes the window
-            # scale at 0 (a window of at most 64 KiB for good, even once the client reads fast),
-            # and a server then sends one segment of 32 KiB at a time, each acknowledged only by
-            # the delayed-ACK timer: 40 ms per 32 KiB read back (see Waits._read_fast). Nothing
-            # was sent yet, so the window is small before the first echo all the same.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, step.rcvbuf)
         sock.setblocking(False)
         self._register(step.conn, sock).small_rcvbuf = step.rcvbuf is not None
 
@@ -133,7 +126,7 @@ class Connections:
         self._close(client)
 
     def _abort_connect(self, step: AbortConnect) -> None:
-        sock = self._open_socket(True)
+        sock = self._open_socket(None, True)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
         try:
             sock.settimeout(self.limits.connect_timeout)
@@ -155,9 +148,12 @@ class Connections:
             return 0
         return self.oracle.owed(client.conn) - queued
 
-    def _open_socket(self, nodelay: bool) -> socket.socket:
+    def _open_socket(self, rcvbuf: int | None, nodelay: bool) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Before connect, so that the window offered in the SYN is small.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock

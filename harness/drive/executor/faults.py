@@ -76,7 +76,7 @@ class FaultSteps(DataSteps):
         try:
             for k in range(step.count):
                 conn = base + k
-                sock = self._open_socket(True)
+                sock = self._open_socket(None, True)
                 sock.setblocking(False)
                 err = sock.connect_ex(self.address)
                 if err not in (0, errno.EINPROGRESS):

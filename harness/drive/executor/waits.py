@@ -140,18 +140,18 @@ class Waits(Connections):
         window runs into silly-window avoidance and delayed ACKs, tens of
         KiB/s, which says nothing about the server.
 
-        A larger SO_RCVBUF alone does not open the window: setting the small one
-        locked the buffer and left the window clamp where it was, and the window
-        never grows past the clamp. The server's sender was then left now and then
-        (one replay in three to twelve of a script found in a campaign) with a
-        window of a few hundred bytes, one small segment per persist timer: 68 KiB
-        of echo took 22 s to read back, and a campaign example could run into
-        step_timeout (60 s) with the bytes still trickling. So the clamp is raised
-        too (32 replays of that script: none slower than 0.3 s), and the client
-        acknowledges at once (TCP_QUICKACK) for a while: the window update it owes
-        after its first fast read otherwise waited for the delayed-ACK timer, 40 ms
-        of a 45 ms read of a flood's echo. (Why the small buffer is set after the
-        handshake: Connections._connect.)
+        A larger SO_RCVBUF alone does not open the window: the kernel fixed the
+        connection's window clamp from the small buffer when it was set up, and
+        the receive window never grows past it. Now and then (one replay in
+        three to twelve of a script found in a campaign) the server's sender
+        was then left with a window of a few hundred bytes, sending one small
+        segment per persist timer: 68 KiB of echo took 22 s to read, and a
+        campaign example could run into step_timeout (60 s) with the bytes
+        still trickling. Raising the clamp too lets the window grow with the
+        next segment (32 replays of that script: none slower than 0.3 s). And
+        the client acknowledges at once (TCP_QUICKACK) for a while: the
+        window update it owes after its first fast read otherwise waited for
+        the delayed-ACK timer, 40 ms of a 45 ms read of a flood's echo.
         """
         if client.small_rcvbuf:
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FAST_READ_RCVBUF)
