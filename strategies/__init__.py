@@ -15,13 +15,7 @@ fewer connections, fewer steps and fewer bytes.
 * :func:`scripts` and :func:`short_scripts`: whole valid scripts of interleaved connections.
 """
 
-from strategies.floods import (
-    DEFAULT_FLOOD_BUFFER_BYTES,
-    echo_path_capacity,
-    floods,
-    min_flood_size,
-    send_size_ceiling,
-)
+from strategies.floods import DEFAULT_FLOOD_BUFFER_BYTES, echo_path_capacity, floods, min_flood_size
 from strategies.fragments import Cut, Fragmentation, fragmentations
 from strategies.lifecycles import LifecycleKind, lifecycles, sends, slow_readers
 from strategies.payloads import LITERAL_MAX_SIZE, payload_sizes, payloads
@@ -41,7 +35,6 @@ __all__ = [
     "payload_sizes",
     "payloads",
     "scripts",
-    "send_size_ceiling",
     "sends",
     "short_scripts",
     "slow_readers",

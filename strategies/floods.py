@@ -28,7 +28,7 @@ from hypothesis.errors import InvalidArgument
 from harness.model.script import Flood
 from strategies._cache import integers, unwrapped
 from strategies._validation import check_integer
-from strategies.payloads import DEFAULT_MAX_PAYLOAD_SIZE, SEEDS, MiB, draw_size
+from strategies.payloads import SEEDS, MiB, draw_size
 
 KiB = 1024
 #: net.ipv4.tcp_wmem on this host: min, default, max.
@@ -60,25 +60,6 @@ def echo_path_capacity(
 
 
 DEFAULT_FLOOD_BUFFER_BYTES = echo_path_capacity()
-#: A Send goes round the echo path's cycle this many times at most (see send_size_ceiling).
-SEND_PATH_ROUNDS = 16
-
-
-def send_size_ceiling(buffer_bytes: int = DEFAULT_FLOOD_BUFFER_BYTES) -> int:
-    """The largest Send worth drawing for an echo path of ``buffer_bytes``.
-
-    A Send reads the echo while it writes, so its bytes go round one cycle
-    again and again: the client's writes fill the path, the server's send()
-    hits EAGAIN, the client reads, and again. Past :data:`SEND_PATH_ROUNDS`
-    rounds a larger Send only repeats states a smaller one reached (what a
-    server holds for a client that does not read is the floods' job). On
-    this host's loopback that is the default ceiling,
-    :data:`~strategies.payloads.DEFAULT_MAX_PAYLOAD_SIZE`; in the network lab
-    (16 KiB buffers) 384 KiB, where a steered campaign spent 40 % of its time
-    on Sends of 1 to 4 MiB (``bench/CAMPAIGN_RESULTS.md``).
-    """
-    check_integer(buffer_bytes, "buffer_bytes", min_value=1, max_value=MAX_BUFFER_BYTES)
-    return min(DEFAULT_MAX_PAYLOAD_SIZE, SEND_PATH_ROUNDS * buffer_bytes)
 
 
 def min_flood_size(buffer_bytes: int) -> int:

@@ -45,7 +45,6 @@ from strategies import (
     payload_sizes,
     payloads,
     scripts,
-    send_size_ceiling,
     sends,
     short_scripts,
     slow_readers,
@@ -282,24 +281,6 @@ def test_echo_path_capacity_defaults_to_this_hosts_loopback() -> None:
     # tcp_wmem max 4 MiB + tcp_rmem default 128 KiB; measured 4,243,968 bytes before EAGAIN.
     assert DEFAULT_FLOOD_BUFFER_BYTES == echo_path_capacity() == 4 * 1024 * 1024 + 128 * 1024
     assert echo_path_capacity((4096, 16384, 1 << 20), (4096, 65536, 1 << 22)) == (1 << 20) + 65536
-
-
-def test_sends_go_round_the_echo_path_sixteen_times_at_most() -> None:
-    from harness.drive.netns import SMALL_BUFFERS
-
-    assert send_size_ceiling() == 4 * 1024 * 1024  # this host's loopback: the default ceiling
-    lab = echo_path_capacity(SMALL_BUFFERS, SMALL_BUFFERS)
-    assert lab == 24 * 1024 and send_size_ceiling(lab) == 384 * 1024
-
-
-@settings(FAST, max_examples=60)
-@given(st.data())
-def test_a_run_in_the_network_lab_draws_no_send_past_the_ceiling(data: st.DataObject) -> None:
-    from harness.drive.netns import SMALL_BUFFERS, NetworkSetup
-    from harness.run.runner import strategy_for
-
-    script = data.draw(strategy_for(NetworkSetup(True, SMALL_BUFFERS, SMALL_BUFFERS)))
-    assert all(len(step.payload) <= 384 * 1024 for step in script if isinstance(step, Send))
 
 
 @FAST

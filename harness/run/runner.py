@@ -210,17 +210,15 @@ def strategy_for(
     network: NetworkSetup, kind: str = "full", limits: Limits = DEFAULT_LIMITS
 ) -> st.SearchStrategy[Script]:
     """The scripts for a run on ``network``: ``full`` (every fault) or ``short``."""
-    from strategies import echo_path_capacity, scripts, send_size_ceiling, short_scripts
+    from strategies import echo_path_capacity, scripts, short_scripts
 
     if kind == "short":
         return short_scripts()
     # Floods only need to exceed the kernel buffers actually in force, and now and then the memory
-    # bound; Sends only need to go round them a number of times; RSTs are forged on the wire only
-    # in the lab (it takes root to create it, and forging needs root).
-    path = echo_path_capacity(network.tcp_wmem, network.tcp_rmem)
+    # bound; RSTs are forged on the wire only in the lab (it takes root to create it, and forging
+    # needs root).
     return scripts(
-        max_payload_size=send_size_ceiling(path),
-        flood_buffer_bytes=path,
+        flood_buffer_bytes=echo_path_capacity(network.tcp_wmem, network.tcp_rmem),
         allow_injection=network.private,
         flood_past_bytes=limits.memory_bound,
     )
