@@ -4,7 +4,7 @@
     python -m bench.example_time --examples 40 --seed 7
     python -m bench.example_time --campaign 60      # a campaign worker's steered search, 60 s
     python -m bench.example_time --campaign 60 --score scarcity   # steered by another score
-    python -m bench.example_time --campaign 60 --steer-round 0    # one Hypothesis run, not rounds
+    python -m bench.example_time --campaign 60 --search-round 0    # one Hypothesis run, not rounds
 
 A benchmark, never a test. It does what one campaign worker does, in one
 process: enter a private network namespace (16 KiB socket buffers, the
@@ -46,7 +46,7 @@ from harness.model.script import Script
 from harness.run import checker as checker_module
 from harness.run import runner
 from harness.run.checker import Checker, Outcome
-from harness.run.runner import STEER_COST_UNIT, STEER_ROUND, scarcity, strategy_for
+from harness.run.runner import SEARCH_ROUND, STEER_COST_UNIT, scarcity, strategy_for
 
 
 def _per_step(outcome: Outcome, seen_before: Counter[str]) -> float:
@@ -187,7 +187,7 @@ def run(examples: int, seed_: int, server: str, scripts_file: Path | None = None
     }
 
 
-def campaign(seconds: float, server: str, steer: bool, steer_round: int | None = None) -> dict[str, Any]:
+def campaign(seconds: float, server: str, steer: bool, search_round: int | None = None) -> dict[str, Any]:
     """One campaign worker's search, as ``fuzz`` runs it (steered by default), timed the same way."""
     import tempfile
 
@@ -222,7 +222,7 @@ def campaign(seconds: float, server: str, steer: bool, steer_round: int | None =
             confirm=0,
             settle_as_found=True,
             steer=steer,
-            steer_round=steer_round,
+            search_round=search_round,
         )
         started = time.perf_counter()
         report = run_check(config, strategy_for(network, "full", limits))
@@ -293,17 +293,17 @@ def main(argv: list[str] | None = None) -> int:
         help="with --campaign: the steering score (default: the harness's, per-second)",
     )
     parser.add_argument(
-        "--steer-round",
+        "--search-round",
         type=int,
         metavar="N",
-        default=STEER_ROUND,
-        help=f"with --campaign: steered Hypothesis runs of N examples each, as fuzz runs them "
-        f"(default {STEER_ROUND}; 0: one run for the whole time)",
+        default=SEARCH_ROUND,
+        help=f"with --campaign: Hypothesis runs of N examples each, as fuzz runs them "
+        f"(default {SEARCH_ROUND}; 0: one run for the whole time)",
     )
     args = parser.parse_args(argv)
     runner.steering_score = SCORES[args.score]  # type: ignore[assignment]  # read at each example
     if args.campaign:
-        result = campaign(args.campaign, args.server, not args.no_steer, args.steer_round or None)
+        result = campaign(args.campaign, args.server, not args.no_steer, args.search_round or None)
     else:
         result = run(args.examples, args.seed, args.server, args.scripts)
     if args.json:

@@ -38,7 +38,7 @@ from harness.run.corpus import open_corpus
 from harness.run.lab import replay_with_capture
 from harness.run.report import Reproducer, RunReport, ViolationRecord
 from harness.run.runner import (
-    STEER_ROUND,
+    SEARCH_ROUND,
     UNBOUNDED,
     CheckConfig,
     Interrupted,
@@ -153,7 +153,7 @@ def run_worker(spec: WorkerSpec, stop: StopSignal) -> int:
         confirm=spec.confirm,
         settle_as_found=True,
         steer=spec.steer,
-        steer_round=STEER_ROUND,
+        search_round=SEARCH_ROUND,
         explicit=explicit_examples(network, "full", limits),
     )
     _tell("started", network=network.describe(), note=network.note)
