@@ -16,12 +16,6 @@ FLOOD_CHUNK = 64 * 1024
 # to the max (see DataSteps._pipe_full): a server that stopped reading is seen 1 ms after, not 5.
 FULL_CHECK_SLICE = 0.001
 FULL_CHECK_SLICE_MAX = 0.005
-# While a delay waits for the server to catch up, it looks this often (backing off to the max).
-CATCH_UP_POLL = 0.0002
-CATCH_UP_POLL_MAX = 0.004
-# Asking whether the server sleeps for good takes two looks QUIET_RESAMPLE apart: only worth it
-# with at least this long left of a delay.
-ASLEEP_ASK_COST = 0.008
 
 
 class DataSteps(Waits):
@@ -178,48 +172,6 @@ class DataSteps(Waits):
 
     def _pause(self, step: Pause) -> None:
         self._give_time(step.ms)
-
-    def _give_time(self, ms: int) -> None:
-        """Give the server up to ``ms`` to handle what it was sent, before the script goes on.
-
-        A delay between fragments, or a pause, is there so that the server
-        reads what came before on its own (a fragment in a read of its own,
-        a close after the echo was handled). That is done once the server has
-        read everything and is back to waiting for events, or once it sleeps
-        until an event comes while bytes wait that it will not read now (a
-        flooded client's: it stopped reading at its high-water mark). The
-        delay ends then, sooner than its length (a third of a campaign
-        example's time was such sleeps: ``bench/example_time.py``). A server
-        with a timer, one still busy, or one the harness cannot observe gets
-        the whole delay.
-        """
-        deadline = time.monotonic() + ms / 1000
-        interval = CATCH_UP_POLL
-        asked_asleep = False
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(interval, left))
-            if interval >= left or self.watch is None:
-                return  # the whole delay is over: asking now would only overshoot it
-            if self.watch.caught_up():
-                self.transcript.evidence.add("a delay ended early: the server had caught up")
-                return
-            left = deadline - time.monotonic()
-            if not asked_asleep and left > ASLEEP_ASK_COST:
-                # Asleep for good (twice, a few ms apart): nothing more happens before the client acts.
-                asked_asleep = True
-                if self.watch.asleep():
-                    # It may have caught up while it was being watched: that is the better news.
-                    caught_up = self.watch.caught_up()
-                    self.transcript.evidence.add(
-                        "a delay ended early: the server had caught up"
-                        if caught_up
-                        else "a delay ended early: the server slept until an event"
-                    )
-                    return
-            interval = min(interval * 2, CATCH_UP_POLL_MAX)
 
     def _shutdown(self, step: ShutdownWrite) -> None:
         client = self._live(step.conn)

@@ -1,4 +1,4 @@
-"""Waits: reading until a condition, and telling a stall from a slow server.
+"""Waits: reading until a condition, telling a stall from a slow server, giving the server time.
 
 A wait ends on progress, on its deadline (``stall_timeout`` without a byte,
 ``step_timeout`` in all), or at once when the server can do nothing more
@@ -28,6 +28,12 @@ SELECT_SLICE = 0.02
 # Without it, each example of a byte-rewriting server waited out stall_timeout, and cutting its
 # reproducer down cost a second per try.
 DIVERGED_QUIET = 0.1
+# While a delay waits for the server to catch up, it looks this often (backing off to the max).
+CATCH_UP_POLL = 0.0002
+CATCH_UP_POLL_MAX = 0.004
+# Asking whether the server sleeps for good takes two looks QUIET_RESAMPLE apart: only worth it
+# with at least this long left of a delay.
+ASLEEP_ASK_COST = 0.008
 
 
 class Waits(Connections):
@@ -98,12 +104,58 @@ class Waits(Connections):
                     if paced >= self.limits.pace_budget:
                         self._read_fast(client)  # slow enough: read the rest at full speed
                     else:
-                        time.sleep(pace_ms / 1000)
-                        paced += pace_ms / 1000
+                        # The pause lets the server write what the window took, as a slow
+                        # reader's would; it ends once the server waits again (paced reads of
+                        # 32-byte chunks 5 ms apart were 12 % of a campaign worker's time).
+                        paused = time.monotonic()
+                        self._give_time(pace_ms)
+                        paced += time.monotonic() - paused
                     since_pause = 0
             return True
         finally:
             sel.close()
+
+    def _give_time(self, ms: int) -> None:
+        """Give the server up to ``ms`` to handle what it was sent, before the script goes on.
+
+        A delay between fragments, or a pause, is there so that the server
+        reads what came before on its own (a fragment in a read of its own,
+        a close after the echo was handled). That is done once the server has
+        read everything and is back to waiting for events, or once it sleeps
+        until an event comes while bytes wait that it will not read now (a
+        flooded client's: it stopped reading at its high-water mark). The
+        delay ends then, sooner than its length (a third of a campaign
+        example's time was such sleeps: ``bench/example_time.py``). A server
+        with a timer, one still busy, or one the harness cannot observe gets
+        the whole delay.
+        """
+        deadline = time.monotonic() + ms / 1000
+        interval = CATCH_UP_POLL
+        asked_asleep = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(interval, left))
+            if interval >= left or self.watch is None:
+                return  # the whole delay is over: asking now would only overshoot it
+            if self.watch.caught_up():
+                self.transcript.evidence.add("a delay ended early: the server had caught up")
+                return
+            left = deadline - time.monotonic()
+            if not asked_asleep and left > ASLEEP_ASK_COST:
+                # Asleep for good (twice, a few ms apart): nothing more happens before the client acts.
+                asked_asleep = True
+                if self.watch.asleep():
+                    # It may have caught up while it was being watched: that is the better news.
+                    caught_up = self.watch.caught_up()
+                    self.transcript.evidence.add(
+                        "a delay ended early: the server had caught up"
+                        if caught_up
+                        else "a delay ended early: the server slept until an event"
+                    )
+                    return
+            interval = min(interval * 2, CATCH_UP_POLL_MAX)
 
     def _blocker(self, client: Client) -> str | None:
         """Why ``client`` stalls, if it is another client: head-of-line blocking, described.
