@@ -36,6 +36,7 @@ from harness.model.script import (
     FloodBytes,
     Pause,
     Payload,
+    Read,
     Script,
     Send,
     pattern_bytes,
@@ -229,6 +230,20 @@ def test_delays_end_once_the_server_caught_up_and_floods_once_it_stopped_reading
         # The reference server stops reading at its high-water mark and sleeps: seen, not waited out.
         assert "a flood found the server asleep with the client's bytes unread" in outcome.evidence
         assert "flood filled every buffer up to the client" in outcome.evidence
+
+
+def test_a_slow_readers_pauses_end_once_the_server_waits_again() -> None:
+    # Ten pauses of 500 ms between 100-byte chunks: what ends each is the server waiting again
+    # (it had nothing more to write), not its length.
+    with reference_checker() as checker:
+        script = Script(
+            (Connect(0, rcvbuf=2048), Send(0, Payload.of(b"x" * 1000)), Read(0, chunk=100, pace_ms=500))
+        )
+        executor: Executor = checker.begin()
+        outcome = checker.judge(script, executor.run(script))
+        assert outcome.ok, outcome.violations
+        assert outcome.transcript.oracle.received_count(0) == 1000
+        assert "a delay ended early: the server had caught up" in outcome.evidence
 
 
 @pytest.mark.skipif(not sockdiag.available(), reason="no sock_diag here")
