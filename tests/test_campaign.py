@@ -131,9 +131,12 @@ def _pytest(out: Path, server: str) -> Any:
 
 def test_a_campaign_against_the_reference_server_finds_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # A server command with a path relative to the user's directory, as README's './my_server'.
+    serve = "import runpy\nrunpy.run_module('server_under_test', run_name='__main__')\n"
+    (tmp_path / "serve.py").write_text(serve)
     result = fuzz(
-        "--server", reference_command("lt"), "--workers", "2", "--duration", "12s",
-        "--db", str(tmp_path / "corpus"), "--out", str(out), cwd=tmp_path,
+        "--server", f"{sys.executable} serve.py --host {{host}} --port 0 --mode lt", "--workers", "2",
+        "--duration", "12s", "--db", str(tmp_path / "corpus"), "--out", str(out), cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     got = summary(out)
@@ -142,6 +145,7 @@ def test_a_campaign_against_the_reference_server_finds_nothing(tmp_path: Path) -
     # A log without a tty gets plain progress lines.
     assert any(line.startswith("fuzz ") and "examples" in line for line in result.stderr.splitlines())
     assert not (out / "test_findings.py").exists()
+    assert not (tmp_path / ".hypothesis").exists()  # the workers' own files stay in their folders
 
 
 @pytest.fixture

@@ -239,7 +239,8 @@ def _start_worker(config: CampaignConfig, index: int) -> subprocess.Popen[str]:
             text=True,
             start_new_session=True,  # its own group: Ctrl-C reaches the coordinator, which forwards it
             preexec_fn=terminate_with_parent,
-            cwd=folder,
+            # The user's directory, as for check: a server command says './my_server' (the worker
+            # folder was the cwd once, and such a command could not start).
         )
     finally:
         log.close()

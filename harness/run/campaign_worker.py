@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hypothesis.configuration import set_hypothesis_home_dir
+
 from harness.drive.netns import choose_network
 from harness.model.errors import HarnessError
 from harness.model.limits import Limits
@@ -114,6 +116,9 @@ def _capture(record: ViolationRecord, command: str, limits: Limits) -> str | Non
 
 def run_worker(spec: WorkerSpec, stop: StopSignal) -> int:
     started = time.monotonic()
+    # The worker runs in the user's directory (the server command's paths are relative to it);
+    # what Hypothesis keeps for itself goes in the worker's folder, not there.
+    set_hypothesis_home_dir(str(Path(spec.artifacts).parent / ".hypothesis"))
     # The corpus first: a Redis connection made now stays in the host's network (where the
     # redis-server is) after the worker enters a namespace of its own.
     corpus = open_corpus(spec.database)
