@@ -379,8 +379,12 @@ def _print_report(report: RunReport, server: str, target: Target) -> None:
     console.print(f"server: {escape(server)}")
     if report.network:
         console.print(f"network: {report.network}")
+    restarts = f"server restarts: {report.restarts}"
+    if report.abandoned:
+        # A restart a correct server gets too: say so, or it reads like a crash.
+        restarts += f" ({report.abandoned} after a script cut off when the time was up)"
     console.print(
-        f"{report.examples} scripts in {report.seconds:.1f} s, server restarts: {report.restarts}"
+        f"{report.examples} scripts in {report.seconds:.1f} s, {restarts}"
         + (f", seed {report.seed}" if report.seed is not None else "")
     )
     shown = {

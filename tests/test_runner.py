@@ -214,3 +214,4 @@ def test_a_read_whose_bytes_keep_trickling_in_stops_when_the_time_is_up(tmp_path
     report = run_check(_budget_of_1_5_s(TRICKLING_SERVER, tmp_path), strategy=st.just(script))
     assert time.monotonic() - started < 15
     assert report.examples == 0  # abandoned unjudged: the budget ended it, not the server
+    assert report.abandoned == 1 and report.to_json()["abandoned_scripts"] == 1

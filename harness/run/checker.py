@@ -94,6 +94,7 @@ class Checker:
         self.observer: ServerObserver | None = None
         self.fd_baseline = 0
         self.restarts = 0
+        self.abandoned = 0  # scripts cut off between steps because the time was up (each a restart)
         self._skip: frozenset[str] = frozenset()
         self._dirty = False  # a skipped property looked broken: restart after this example
         self._fds_waited = 0.0  # how long the last cleanup wait took (see harness.run.cleanup)
@@ -179,6 +180,7 @@ class Checker:
                 outcome, _ = self.check_captured(script, self.capture_dir / f"{self.captures:05d}.pcap", skip)
         except ExampleAbandoned:
             # Half a script leaves the server in a state no baseline describes: start afresh.
+            self.abandoned += 1
             if self.server is not None:
                 self.restart()
             raise

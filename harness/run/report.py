@@ -241,6 +241,7 @@ class RunReport:
     examples: int = 0
     seconds: float = 0.0
     restarts: int = 0
+    abandoned: int = 0  # scripts cut off when the search's time was up (the server restarted for each)
     network: str = ""
     evidence: dict[str, int] = field(default_factory=dict)
     diagnostics: list[str] = field(default_factory=list)  # seen, not violations (fds that plateau ...)
@@ -265,6 +266,7 @@ class RunReport:
             "examples": self.examples,
             "seconds": round(self.seconds, 3),
             "server_restarts": self.restarts,
+            "abandoned_scripts": self.abandoned,
             "network": self.network,
             "evidence": dict(sorted(self.evidence.items())),
             "diagnostics": self.diagnostics,

@@ -320,6 +320,7 @@ def run_check(
     finally:
         checker.stop()
     report.restarts = checker.restarts
+    report.abandoned = checker.abandoned
     report.evidence = dict(state.evidence)
     report.diagnostics = sorted(state.diagnostics)
     for record in _record_failures(config, report, state, unsettled):
