@@ -203,7 +203,12 @@ class Waits(Connections):
         next segment (32 replays of that script: none slower than 0.3 s). And
         the client acknowledges at once (TCP_QUICKACK) for a while: the
         window update it owes after its first fast read otherwise waited for
-        the delayed-ACK timer, 40 ms of a 45 ms read of a flood's echo.
+        the delayed-ACK timer, 40 ms of a 45 ms read of a flood's echo. Left:
+        a half-closed slow reader still meets that timer now and then (40 ms
+        per 64 KiB), its window kept under 64 KiB by the window scale of 0 a
+        buffer set before connect fixes; set after the handshake instead, the
+        server's sender waited for its persist timer on the small window
+        (200 ms per paced read: bench/CAMPAIGN_RESULTS.md).
         """
         if client.small_rcvbuf:
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FAST_READ_RCVBUF)
