@@ -6,8 +6,8 @@ memory bound, a half-close: :func:`explicit_examples`), then draws new ones
 with Hypothesis; each example goes through the
 :class:`~harness.run.checker.Checker`, which judges every property at once.
 The test never raises: a violated property is recorded with the script that
-first broke it, and the search goes on for
-the others, the properties already broken no longer judged (so a server
+first broke it, and the search goes on for the others, the properties
+already broken no longer judged (so a server
 whose easy bug, say a leaked fd on close, shows in every example is still
 searched for its hard one, no EOF after a half-close, in the same run, with
 Hypothesis's target() steering intact). Hypothesis would stop looking soon
@@ -407,11 +407,12 @@ def _search(
             one_example(script)
         rounds = 0
         while report.examples < config.max_examples:
-            round_ = config.search_round
             first = report.examples
-            _hypothesis_search(config, strategy, state, one_example, stop_if_due, first, round_, rounds)
+            _hypothesis_search(
+                config, strategy, state, one_example, stop_if_due, first, config.search_round, rounds
+            )
             rounds += 1
-            if round_ is None or report.examples == first:
+            if config.search_round is None or report.examples == first:
                 break  # one run, or a round that checked nothing (the strategy rejected all)
     except (_BudgetSpent, Interrupted):
         pass  # what was found is in state.failures; run_check raises Interrupted once it is saved
