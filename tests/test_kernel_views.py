@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import astuple
 from pathlib import Path
 
 import psutil
@@ -83,7 +82,7 @@ def test_sock_diag_rows_are_the_proc_table_rows() -> None:
         clients[2].sendall(b"waiting in the accept queue")
         time.sleep(0.05)
         try:
-            rows = {astuple(r) for r in _tcp_rows(os.getpid(), port) or []}
+            rows = {tuple(r) for r in _tcp_rows(os.getpid(), port) or []}
             assert rows == proc_rows(port)
             server_side = [r for r in rows if r[0] == port and r[1] != 0]
             assert any(r[4] == len(b"unread by the server") for r in server_side), rows
@@ -92,6 +91,41 @@ def test_sock_diag_rows_are_the_proc_table_rows() -> None:
             accepted.close()
             for client in clients:
                 client.close()
+
+
+def test_a_large_dump_is_read_whole_chunks_at_a_time_and_the_rows_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A burst's hundreds of sockets come in chunks of equal-length messages, each read in one
+    # unpack; the rows must be the ones the text table has, in every state a burst leaves.
+    uniform: list[bool] = []
+    read_uniform = sockdiag._read_uniform
+
+    def counted(data: bytes, wanted: int | None, rows: list[sockdiag.DiagRow]) -> bool:
+        uniform.append(read_uniform(data, wanted, rows))
+        return uniform[-1]
+
+    monkeypatch.setattr(sockdiag, "_read_uniform", counted)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(512)
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        accepted = [listener.accept()[0] for _ in range(250)]  # 50 wait in the accept queue
+        for i, client in enumerate(clients[:100]):
+            client.sendall(b"x" * (i + 1))  # receive queues of every size
+        for client in clients[100:120]:
+            client.shutdown(socket.SHUT_WR)  # FIN_WAIT2 here, CLOSE_WAIT on the server's side
+        time.sleep(0.05)
+        try:
+            rows = {tuple(r) for r in _tcp_rows(os.getpid(), port) or []}
+            assert rows == proc_rows(port)
+            assert len(rows) == 1 + 300 + 300  # the unaccepted have a server side too (inode 0)
+            assert True in uniform and False in uniform  # both ways of reading were taken
+            assert {r for r in rows if r[3] or r[4]}, "no queue to compare"
+        finally:
+            for sock in clients + accepted:
+                sock.close()
 
 
 def test_the_process_tree_is_psutils() -> None:

@@ -603,14 +603,10 @@ _UNACKNOWLEDGED = frozenset({0x02, 0x04, 0x09, 0x0B})  # SYN_SENT FIN_WAIT1 LAST
 _HANDSHAKING = frozenset({0x02, 0x03, 0x04, 0x09, 0x0B})  # SYN_SENT SYN_RECV FIN_WAIT1 LAST_ACK CLOSING
 
 
-@dataclass(frozen=True)
-class _TcpRow:
-    local_port: int
-    remote_port: int
-    state: int
-    send_queue: int  # bytes sent and not yet acknowledged by the peer
-    receive_queue: int  # bytes received and not yet read
-    inode: int = 0  # the socket's inode; 0 when no file holds it (an orphan, TIME_WAIT, not accepted)
+# A socket's row, from sock_diag or from /proc: ports, state, send_queue (bytes sent and not yet
+# acknowledged by the peer), receive_queue (bytes received and not yet read), inode (0 when no
+# file holds the socket: an orphan, TIME_WAIT, not accepted).
+_TcpRow = sockdiag.DiagRow
 
 
 def _tcp_rows(pid: int, port: int, listeners_only: bool = False) -> list[_TcpRow] | None:
@@ -628,20 +624,10 @@ def _tcp_rows(pid: int, port: int, listeners_only: bool = False) -> list[_TcpRow
     """
     if sockdiag.available() and sockdiag.same_namespace(pid):
         try:
-            return [
-                # A listener's send queue in sock_diag is its backlog, not bytes (see listen_backlog).
-                _TcpRow(
-                    r.local_port,
-                    r.remote_port,
-                    r.state,
-                    0 if r.state == _LISTEN else r.send_queue,
-                    r.receive_queue,
-                    r.inode,
-                )
-                for r in sockdiag.tcp_rows(
-                    port, states=1 << _LISTEN if listeners_only else sockdiag.STATES_BUT_TIME_WAIT
-                )
-            ]
+            states = 1 << _LISTEN if listeners_only else sockdiag.STATES_BUT_TIME_WAIT
+            found = sockdiag.tcp_rows(port, states=states)
+            # A listener's send queue in sock_diag is its backlog, not bytes (see listen_backlog).
+            return [row._replace(send_queue=0) if row.state == _LISTEN else row for row in found]
         except sockdiag.SockDiagUnavailable:
             pass  # no inet_diag in this kernel: the text table
     needle = f":{port:04X} "
