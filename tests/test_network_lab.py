@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from harness.drive.netns import CHILD_EHASH_ENTRIES
+
 LAB = Path(__file__).parent / "programs" / "lab.py"
 pytestmark = pytest.mark.netns
 
@@ -45,7 +47,8 @@ def test_the_small_buffers_really_apply_in_the_namespace() -> None:
     if host_before is not None:
         # A table of its own (a dump of the shared one walks 262,144 buckets), set up from
         # a throw-away namespace: the host's setting is untouched.
-        assert got["lab_ehash"] == 4096, got
+        assert got["lab_ehash"] == CHILD_EHASH_ENTRIES, got
+        assert got["lab_max_tw"] == CHILD_EHASH_ENTRIES // 2, got  # what keeps every dump short
         assert child_ehash.read_text() == host_before
     assert got["private"] is True
     assert got["lab_wmem"] == [4096, 8192, 16384]

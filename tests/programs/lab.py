@@ -68,6 +68,7 @@ def buffers() -> dict[str, object]:
         "lab_eagain": bytes_until_eagain(),
         # The namespace's own table of connections (Linux 6.1+), not the host's shared one.
         "lab_ehash": _sysctl("tcp_ehash_entries"),
+        "lab_max_tw": _sysctl("tcp_max_tw_buckets"),
     }
 
 
