@@ -250,6 +250,79 @@ def test_a_connection_left_in_the_accept_queue_is_not_caught_up() -> None:
             server.stdout.close()
 
 
+# An echo server whose echo waits for a client that does not read (a 4 KiB send buffer, output
+# kept in a list): it goes on reading, and its kernel, in the interactive mode an echo puts it
+# in, leaves the ACK of what it read to the delayed-ACK timer (tens of ms).
+ECHO_TO_A_CLIENT_THAT_DOES_NOT_READ = """
+import select, socket
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(8)
+print(listener.getsockname()[1], flush=True)
+poller = select.epoll()
+poller.register(listener, select.EPOLLIN)
+conns, pending = {}, {}
+while True:
+    for fd, events in poller.poll():
+        if fd == listener.fileno():
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            conn.setblocking(False)
+            conns[conn.fileno()], pending[conn.fileno()] = conn, b""
+            poller.register(conn, select.EPOLLIN)
+            continue
+        try:
+            if events & select.EPOLLIN:
+                data = conns[fd].recv(1 << 20)
+                if not data:
+                    raise EOFError
+                pending[fd] += data
+            pending[fd] = pending[fd][conns[fd].send(pending[fd]):]
+        except BlockingIOError:
+            pass
+        except (OSError, EOFError):
+            poller.unregister(fd)
+            conns.pop(fd).close()
+            continue
+        poller.modify(fd, select.EPOLLIN | (select.EPOLLOUT if pending[fd] else 0))
+"""
+
+
+def test_bytes_read_by_the_server_whose_ack_waits_count_as_read_at_the_second_look() -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", ECHO_TO_A_CLIENT_THAT_DOES_NOT_READ], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        observer = ServerObserver(server.pid)
+        seen = []
+        for _ in range(10):  # a connection per try: the delayed-ACK timer, once it fires, ends the mode
+            with socket.socket() as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.connect(("127.0.0.1", port))
+                client.sendall(b"x" * 64 * 1024)  # read by the server, its echo stuck in the pipe
+                time.sleep(0.05)
+                client.send(b"y" * 100)  # read at once, acknowledged late
+                deadline = time.monotonic() + 5
+                while not observer.asleep() and time.monotonic() < deadline:
+                    pass  # until the server has read it and waits again
+                me = client.getsockname()[1]
+                rows = {(r.local_port, r.remote_port): r for r in _tcp_rows(os.getpid(), port) or []}
+                if rows[(me, port)].send_queue and not rows[(port, me)].receive_queue:
+                    first, second = observer.caught_up(port, first_look=True), observer.caught_up(port)
+                    rows = {(r.local_port, r.remote_port): r for r in _tcp_rows(os.getpid(), port) or []}
+                    if rows[(me, port)].send_queue:  # the ACK still waited at both looks
+                        seen.append((first, second))
+        assert seen, "the server's kernel acknowledged every segment at once: nothing tested"
+        assert all(not first and second for first, second in seen), seen
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
 def test_delays_end_once_the_server_caught_up_and_floods_once_it_stopped_reading() -> None:
     # A pause and a flood stall far longer than the server needs, so that on a loaded machine
     # too the early ends are what ends them.
@@ -264,6 +337,19 @@ def test_delays_end_once_the_server_caught_up_and_floods_once_it_stopped_reading
         # The reference server stops reading at its high-water mark and sleeps: seen, not waited out.
         assert "a flood found the server asleep with the client's bytes unread" in outcome.evidence
         assert "flood filled every buffer up to the client" in outcome.evidence
+
+
+def test_a_short_pause_ends_once_the_server_sleeps_with_input_unread() -> None:
+    # After a flood the reference server sleeps with the client's bytes unread (its high-water
+    # mark). A pause sees that at two of its own looks: a pause under 8 ms once ran its length,
+    # a look of its own at the sleeping server taking 5 ms. Ten tries, for a loaded machine.
+    with reference_checker(Limits().with_(flood_stall=10.0)) as checker:
+        script = Script((Connect(0), Flood(0, 64 * 1024 * 1024, seed=1), *[Pause(6)] * 10))
+        executor: Executor = checker.begin()
+        outcome = checker.judge(script, executor.run(script))
+        assert outcome.ok, outcome.violations
+        assert "a flood found the server asleep with the client's bytes unread" in outcome.evidence
+        assert "a delay ended early: the server slept until an event" in outcome.evidence
 
 
 def test_a_slow_readers_pauses_end_once_the_server_waits_again() -> None:

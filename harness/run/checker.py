@@ -291,13 +291,17 @@ class Checker:
             self._backlog = listen_backlog(self.address[1])
         return self.observer.accept_queue(self.address[1], self._backlog)
 
-    def caught_up(self) -> bool:
+    def caught_up(self, *, first_look: bool = False) -> bool:
         """The server has read all it was sent and waits (see :meth:`ServerObserver.caught_up`)."""
-        return self.observer is not None and self.observer.caught_up(self.address[1])
+        return self.observer is not None and self.observer.caught_up(self.address[1], first_look=first_look)
 
     def asleep(self) -> bool:
         """The server sleeps until an event comes (see :meth:`ServerObserver.asleep`)."""
         return self.observer is not None and self.observer.asleep()
+
+    def asleep_between_looks(self) -> bool:
+        """The server slept through the last two caught_up looks (see ServerObserver)."""
+        return self.observer is not None and self.observer.asleep_between_looks()
 
     def stopped_reading(self, client: Client) -> bool:
         """The server holds ``client``'s bytes unread while asleep for good (see ServerObserver)."""

@@ -40,11 +40,14 @@ class ServerWatch(Protocol):
     def accept_queue(self) -> AcceptQueue | None:
         """The server's listen backlog now: connections waiting for accept(), and the limit."""
 
-    def caught_up(self) -> bool:
+    def caught_up(self, *, first_look: bool = False) -> bool:
         """Has the server read all it was sent and gone back to waiting for events?"""
 
     def asleep(self) -> bool:
         """Does the server sleep until an event comes (no timer, not running, not blocked)?"""
+
+    def asleep_between_looks(self) -> bool:
+        """Did the server sleep until an event at the last two caught_up looks, not running between?"""
 
     def stopped_reading(self, client: Client) -> bool:
         """Has the server stopped reading ``client`` for good (bytes waiting, the server asleep)?"""

@@ -31,9 +31,6 @@ DIVERGED_QUIET = 0.1
 # While a delay waits for the server to catch up, it looks this often (backing off to the max).
 CATCH_UP_POLL = 0.0002
 CATCH_UP_POLL_MAX = 0.004
-# Asking whether the server sleeps for good takes two looks QUIET_RESAMPLE apart: only worth it
-# with at least this long left of a delay.
-ASLEEP_ASK_COST = 0.008
 
 
 class Waits(Connections):
@@ -123,15 +120,15 @@ class Waits(Connections):
         a close after the echo was handled). That is done once the server has
         read everything and is back to waiting for events, or once it sleeps
         until an event comes while bytes wait that it will not read now (a
-        flooded client's: it stopped reading at its high-water mark). The
-        delay ends then, sooner than its length (a third of a campaign
-        example's time was such sleeps: ``bench/example_time.py``). A server
-        with a timer, one still busy, or one the harness cannot observe gets
-        the whole delay.
+        flooded client's: it stopped reading at its high-water mark), seen at
+        two looks of this delay without running in between. The delay ends
+        then, sooner than its length (a third of a campaign example's time was
+        such sleeps: ``bench/example_time.py``). A server with a timer, one
+        still busy, or one the harness cannot observe gets the whole delay.
         """
         deadline = time.monotonic() + ms / 1000
         interval = CATCH_UP_POLL
-        asked_asleep = False
+        first_look = True
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -139,22 +136,14 @@ class Waits(Connections):
             time.sleep(min(interval, left))
             if interval >= left or self.watch is None:
                 return  # the whole delay is over: asking now would only overshoot it
-            if self.watch.caught_up():
+            if self.watch.caught_up(first_look=first_look):
                 self.transcript.evidence.add("a delay ended early: the server had caught up")
                 return
-            left = deadline - time.monotonic()
-            if not asked_asleep and left > ASLEEP_ASK_COST:
-                # Asleep for good (twice, a few ms apart): nothing more happens before the client acts.
-                asked_asleep = True
-                if self.watch.asleep():
-                    # It may have caught up while it was being watched: that is the better news.
-                    caught_up = self.watch.caught_up()
-                    self.transcript.evidence.add(
-                        "a delay ended early: the server had caught up"
-                        if caught_up
-                        else "a delay ended early: the server slept until an event"
-                    )
-                    return
+            first_look = False
+            if self.watch.asleep_between_looks():
+                # Asleep for good at two looks: nothing more happens before the client acts.
+                self.transcript.evidence.add("a delay ended early: the server slept until an event")
+                return
             interval = min(interval * 2, CATCH_UP_POLL_MAX)
 
     def _blocker(self, client: Client) -> str | None:
